@@ -1,0 +1,14 @@
+//! courier: an actor-based realtime messaging server on actix.
+//!
+//! The binary (`src/main.rs`) is thin: it loads [`config::Config`], builds a
+//! [`startup::Application`] and runs it until a signal stops it. Tests do the same with a
+//! port-0 listener.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;

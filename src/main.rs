@@ -1,0 +1,61 @@
+//! The `courier` command: runs the server, prints its configuration.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use courier::config::Config;
+use courier::startup::Application;
+use courier::telemetry;
+
+/// courier: an actor-based realtime messaging server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print the effective configuration, secrets redacted, with where each value came from.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("courier: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => {
+            let _ = std::io::stdout().write_all(config.render().as_bytes());
+            ExitCode::SUCCESS
+        }
+        Command::Serve => serve(config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    telemetry::init_logging(&config.log_level);
+    let result = actix_rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        app.run_until_stopped().await?;
+        anyhow::Ok(())
+    });
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("courier stopped: {e:#}");
+            ExitCode::FAILURE
+        }
+    };
+    telemetry::flush_logs();
+    code
+}

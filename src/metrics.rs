@@ -1,0 +1,158 @@
+//! Prometheus metrics: one registry per application, rendered at `GET /metrics`.
+//!
+//! The registry is per [`crate::startup::Application`] (not global), so several servers in
+//! one process (the test suite) keep separate counts. Later subsystems register their own
+//! gauges and counters on [`Metrics::registry`].
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: from sub-millisecond routes to the seed's 1 s waits.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The application's metrics. Cheap to clone (an `Arc`).
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    in_flight: IntGauge,
+    log_lines_dropped: IntCounter,
+    dependency_up: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the registry and the HTTP metrics.
+    pub fn new(app_name: &str) -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "courier_http_requests_total",
+                "HTTP requests answered, by method, route pattern and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "courier_http_request_duration_seconds",
+                "Time from request head to response head, by route pattern.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "courier_http_requests_in_flight",
+            "HTTP requests being handled now.",
+        )
+        .expect("valid metric");
+        let log_lines_dropped = IntCounter::new(
+            "courier_log_lines_dropped_total",
+            "Log lines dropped because the log writer fell behind.",
+        )
+        .expect("valid metric");
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "courier_dependency_up",
+                "1 when the last readiness check of a configured dependency passed.",
+            ),
+            &["dependency"],
+        )
+        .expect("valid metric");
+        let info = IntGaugeVec::new(
+            Opts::new("courier_build_info", "Version and service name; always 1."),
+            &["version", "app_name"],
+        )
+        .expect("valid metric");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION"), app_name])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(log_lines_dropped.clone()),
+            Box::new(dependency_up.clone()),
+            Box::new(info),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                latency,
+                in_flight,
+                log_lines_dropped,
+                dependency_up,
+            }),
+        }
+    }
+
+    /// The registry, for subsystems that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut buf = [0u8; 3];
+        self.inner
+            .requests
+            .with_label_values(&[method, route, status_str(status, &mut buf)])
+            .inc();
+        self.inner
+            .latency
+            .with_label_values(&[route])
+            .observe(seconds);
+    }
+
+    /// The gauge of requests in flight.
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.inner.in_flight
+    }
+
+    /// Sets whether a dependency passed its last readiness check.
+    pub fn set_dependency_up(&self, dependency: &str, up: bool) {
+        self.inner
+            .dependency_up
+            .with_label_values(&[dependency])
+            .set(i64::from(up));
+    }
+
+    /// Brings the dropped-log-lines counter up to `total` (the logger's own count).
+    pub fn sync_log_lines_dropped(&self, total: u64) {
+        let seen = self.inner.log_lines_dropped.get();
+        if total > seen {
+            self.inner.log_lines_dropped.inc_by(total - seen);
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("text format is UTF-8")
+    }
+}
+
+/// Formats a status code without allocating.
+fn status_str(status: u16, buf: &mut [u8; 3]) -> &str {
+    let s = status.min(999);
+    buf[0] = b'0' + (s / 100) as u8;
+    buf[1] = b'0' + (s / 10 % 10) as u8;
+    buf[2] = b'0' + (s % 10) as u8;
+    std::str::from_utf8(buf).expect("digits are ASCII")
+}
