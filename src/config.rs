@@ -32,7 +32,8 @@ const BUILTIN_FILES: &[(&str, &str)] = &[
 ];
 
 /// The JWT secret that `config/local.toml` ships with; refused in production.
-pub const DEVELOPMENT_JWT_SECRET: &str = "courier-local-development-secret-do-not-use-in-production";
+pub const DEVELOPMENT_JWT_SECRET: &str =
+    "courier-local-development-secret-do-not-use-in-production";
 
 /// Shortest `JWT_SECRET` accepted in production: HS256 wants at least 256 bits of key.
 pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
@@ -334,7 +335,12 @@ impl Config {
     /// The effective configuration, one `NAME = value  (source)` line per setting,
     /// secrets redacted.
     pub fn render(&self) -> String {
-        let width = self.report.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+        let width = self
+            .report
+            .iter()
+            .map(|(n, _, _)| n.len())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for (name, value, source) in &self.report {
             out.push_str(&format!("{name:<width$} = {value}  ({source})\n"));
@@ -444,10 +450,12 @@ fn read_toml(dir: Option<&Path>, stem: &str) -> Result<TomlLayer, ConfigError> {
             (format!("built-in {stem}.toml"), text.to_owned())
         }
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-        file: name.clone(),
-        reason: e.message().to_owned(),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            file: name.clone(),
+            reason: e.message().to_owned(),
+        })?;
     for (key, value) in &table {
         if !KNOWN_KEYS.contains(&key.as_str()) && !key.starts_with("database_url_") {
             return Err(ConfigError::File {
@@ -643,19 +651,19 @@ impl Resolver {
             "a level (error, warn, info, debug, trace, off) or an env_logger filter such as \"info,courier=debug\"",
             valid_log_filter,
         )?;
-        let host = self.string(
-            "APP_HOST",
-            "an IP address or a host name",
-            |s| s.parse::<IpAddr>().is_ok() || valid_hostname(s),
-        )?;
+        let host = self.string("APP_HOST", "an IP address or a host name", |s| {
+            s.parse::<IpAddr>().is_ok() || valid_hostname(s)
+        })?;
         let port = self.integer("APP_PORT", 0, 65535)? as u16;
         let workers = self.integer("APP_WORKERS", 0, 256)? as usize;
-        let data_dir = PathBuf::from(self.string("APP_DATA_DIR", "a directory path", |s| {
-            !s.trim().is_empty()
-        })?);
+        let data_dir = PathBuf::from(
+            self.string("APP_DATA_DIR", "a directory path", |s| !s.trim().is_empty())?,
+        );
 
-        let database_url =
-            self.service_url("DATABASE_URL", &["postgres", "postgresql", "postgresql+asyncpg"])?;
+        let database_url = self.service_url(
+            "DATABASE_URL",
+            &["postgres", "postgresql", "postgresql+asyncpg"],
+        )?;
         let mut suffixes: Vec<String> = self
             .layers
             .env
@@ -695,18 +703,18 @@ impl Resolver {
         let secret_expected = "a secret string";
         let jwt_secret = match self.raw("JWT_SECRET") {
             Some(s) => s,
-            None if env == Environment::Production => {
+            None if env == Environment::Production => return Err(ConfigError::Missing {
+                variable: "JWT_SECRET".into(),
+                expected: format!(
+                    "a random secret of at least {MIN_PRODUCTION_SECRET_BYTES} bytes in production"
+                ),
+            }),
+            None => {
                 return Err(ConfigError::Missing {
                     variable: "JWT_SECRET".into(),
-                    expected: format!(
-                        "a random secret of at least {MIN_PRODUCTION_SECRET_BYTES} bytes in production"
-                    ),
+                    expected: secret_expected.into(),
                 })
             }
-            None => return Err(ConfigError::Missing {
-                variable: "JWT_SECRET".into(),
-                expected: secret_expected.into(),
-            }),
         };
         if env == Environment::Production
             && (jwt_secret == DEVELOPMENT_JWT_SECRET
@@ -763,11 +771,8 @@ impl Resolver {
             connect_timeout: self.millis("HTTP_CLIENT_CONNECT_TIMEOUT_MS", 1, 600_000)?,
             timeout: self.millis("HTTP_CLIENT_TIMEOUT_MS", 1, 3_600_000)?,
             keep_alive: self.secs("HTTP_CLIENT_KEEP_ALIVE_SECS", 1, 3600)?,
-            max_response_bytes: self.integer(
-                "HTTP_CLIENT_MAX_RESPONSE_BYTES",
-                1,
-                1 << 30,
-            )? as usize,
+            max_response_bytes: self.integer("HTTP_CLIENT_MAX_RESPONSE_BYTES", 1, 1 << 30)?
+                as usize,
         };
         let upstream_url = match self.raw("UPSTREAM_URL") {
             None => {
@@ -852,9 +857,7 @@ fn valid_hostname(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
 }
 
@@ -862,10 +865,11 @@ fn valid_log_filter(s: &str) -> bool {
     const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
     let level_ok = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
     !s.trim().is_empty()
-        && s.split(',').all(|directive| match directive.split_once('=') {
-            Some((target, level)) => !target.trim().is_empty() && level_ok(level),
-            None => level_ok(directive),
-        })
+        && s.split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+                None => level_ok(directive),
+            })
 }
 
 #[cfg(test)]
@@ -875,7 +879,10 @@ mod tests {
     #[test]
     fn seed_schemes_are_normalised() {
         let url = Url::parse("postgresql+asyncpg://u:p@localhost:5432/db").unwrap();
-        assert_eq!(normalise_scheme(url).as_str(), "postgres://u:p@localhost:5432/db");
+        assert_eq!(
+            normalise_scheme(url).as_str(),
+            "postgres://u:p@localhost:5432/db"
+        );
     }
 
     #[test]

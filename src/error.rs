@@ -106,7 +106,12 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         // The telemetry middleware re-renders this with the request id; this body is what a
         // caller sees if the error is rendered outside it.
-        error_response(self.status_code(), self.code(), &self.public_message(), None)
+        error_response(
+            self.status_code(),
+            self.code(),
+            &self.public_message(),
+            None,
+        )
     }
 }
 
@@ -176,7 +181,14 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 }
 
 /// Extractor configurations that turn every extractor failure into an [`AppError`].
-pub fn extractor_configs(max_body_bytes: usize) -> (web::JsonConfig, web::QueryConfig, web::PathConfig, web::PayloadConfig) {
+pub fn extractor_configs(
+    max_body_bytes: usize,
+) -> (
+    web::JsonConfig,
+    web::QueryConfig,
+    web::PathConfig,
+    web::PayloadConfig,
+) {
     let json = web::JsonConfig::default()
         .limit(max_body_bytes)
         .error_handler(|err, _req: &HttpRequest| {

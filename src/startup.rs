@@ -49,7 +49,9 @@ impl Application {
             Some(url) => url.clone(),
             None => own_url(addr, "/demo/data")?,
         };
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let state = AppState {
             config: Arc::new(config),
             metrics: metrics.clone(),
@@ -126,7 +128,10 @@ fn own_url(addr: SocketAddr, path: &str) -> anyhow::Result<Url> {
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    Ok(Url::parse(&format!("http://{}{path}", SocketAddr::new(ip, addr.port())))?)
+    Ok(Url::parse(&format!(
+        "http://{}{path}",
+        SocketAddr::new(ip, addr.port())
+    ))?)
 }
 
 /// Creates the pools and clients of the configured stores. None connects here: a store
@@ -154,10 +159,21 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
         None => log::info!("redis: REDIS_URL is unset; bus, presence and history stay in process"),
     }
     for (name, url, slot) in [
-        ("REDIS_URL_CACHE", &config.redis_url_cache, &mut stores.redis_cache),
-        ("REDIS_URL_SESSION", &config.redis_url_session, &mut stores.redis_session),
+        (
+            "REDIS_URL_CACHE",
+            &config.redis_url_cache,
+            &mut stores.redis_cache,
+        ),
+        (
+            "REDIS_URL_SESSION",
+            &config.redis_url_session,
+            &mut stores.redis_session,
+        ),
     ] {
-        if let Some(url) = url.as_ref().filter(|u| Some(*u) != config.redis_url.as_ref()) {
+        if let Some(url) = url
+            .as_ref()
+            .filter(|u| Some(*u) != config.redis_url.as_ref())
+        {
             log::info!("redis ({name}): {}", url.redacted());
             *slot = Some(
                 stores::redis::pool(url.expose(), &config.redis_pool)
@@ -177,7 +193,9 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             .context("MONGODB_URI is not usable")?;
             stores.mongo = Some(client);
         }
-        None => log::info!("documents: MONGODB_URI is unset; documents stay in the relational store"),
+        None => {
+            log::info!("documents: MONGODB_URI is unset; documents stay in the relational store")
+        }
     }
     if let Some(url) = &config.mysql_url {
         log::warn!(

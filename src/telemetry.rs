@@ -273,7 +273,11 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        let id: Rc<str> = match req.headers().get(&X_REQUEST_ID).and_then(acceptable_request_id) {
+        let id: Rc<str> = match req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(acceptable_request_id)
+        {
             Some(s) => s.into(),
             None => generate_request_id().into(),
         };
@@ -288,7 +292,9 @@ where
             let result = fut.await;
             drop(guard);
             let mut res = match result {
-                Ok(res) if is_error(res.status()) => render_error(res, &id, debug).map_into_right_body(),
+                Ok(res) if is_error(res.status()) => {
+                    render_error(res, &id, debug).map_into_right_body()
+                }
                 Ok(res) => res.map_into_left_body(),
                 // Only a service inside this middleware can fail this way (handlers turn
                 // their errors into responses); actix renders it.

@@ -20,7 +20,10 @@ pub fn build_client(cfg: &HttpClientConfig) -> awc::Client {
     awc::Client::builder()
         .connector(connector)
         .timeout(cfg.timeout)
-        .add_default_header((awc::http::header::USER_AGENT, concat!("courier/", env!("CARGO_PKG_VERSION"))))
+        .add_default_header((
+            awc::http::header::USER_AGENT,
+            concat!("courier/", env!("CARGO_PKG_VERSION")),
+        ))
         .finish()
 }
 
@@ -68,7 +71,9 @@ fn timeout_error(cfg: &HttpClientConfig) -> AppError {
 
 fn map_send_error(err: SendRequestError) -> AppError {
     match err {
-        SendRequestError::Timeout => AppError::GatewayTimeout("upstream did not answer in time".into()),
+        SendRequestError::Timeout => {
+            AppError::GatewayTimeout("upstream did not answer in time".into())
+        }
         SendRequestError::Connect(ConnectError::Timeout) => {
             AppError::GatewayTimeout("connecting to the upstream timed out".into())
         }

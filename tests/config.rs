@@ -11,7 +11,10 @@ fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     Config::load_from(Sources {
         config_dir: None,
         env_file: None,
-        env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
     })
 }
 
@@ -42,13 +45,20 @@ fn defaults_describe_a_local_embedded_server() {
 #[test]
 fn later_layers_win_file_then_dotenv_then_environment() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("local.toml"), "app_name = \"fromfile\"\napp_port = 9001\njwt_secret = \"s\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("local.toml"),
+        "app_name = \"fromfile\"\napp_port = 9001\njwt_secret = \"s\"\n",
+    )
+    .unwrap();
     let dotenv = dir.path().join(".env");
     std::fs::write(&dotenv, "APP_NAME=fromdotenv\nLOG_LEVEL=DEBUG\n").unwrap();
     let sources = |env: &[(&str, &str)], with_dotenv: bool| Sources {
         config_dir: Some(dir.path().to_path_buf()),
         env_file: with_dotenv.then(|| dotenv.clone()),
-        env: env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect::<HashMap<_, _>>(),
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect::<HashMap<_, _>>(),
     };
 
     let c = Config::load_from(sources(&[], false)).unwrap();
@@ -58,14 +68,25 @@ fn later_layers_win_file_then_dotenv_then_environment() {
     let c = Config::load_from(sources(&[], true)).unwrap();
     assert_eq!(c.app_name, "fromdotenv");
     assert_eq!(c.log_level, "DEBUG");
-    assert_eq!(c.port, 9001, "values .env does not set still come from the file");
+    assert_eq!(
+        c.port, 9001,
+        "values .env does not set still come from the file"
+    );
 
     let c = Config::load_from(sources(&[("APP_NAME", "fromenv")], true)).unwrap();
     assert_eq!(c.app_name, "fromenv");
 
     let report = c.render();
-    assert!(report.contains("APP_NAME") && report.contains("(environment)"), "{report}");
-    assert!(report.lines().any(|l| l.starts_with("LOG_LEVEL") && l.ends_with("(.env)")), "{report}");
+    assert!(
+        report.contains("APP_NAME") && report.contains("(environment)"),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("LOG_LEVEL") && l.ends_with("(.env)")),
+        "{report}"
+    );
 }
 
 #[test]
@@ -75,7 +96,11 @@ fn app_env_selects_the_environment_file() {
     assert_eq!(c.port, 0, "config/test.toml binds a free port");
     let c = load(&[("APP_ENV", "dev")]).unwrap();
     assert_eq!(c.env, Environment::Local);
-    let c = load(&[("APP_ENV", "prod"), ("JWT_SECRET", "0123456789abcdef0123456789abcdef")]).unwrap();
+    let c = load(&[
+        ("APP_ENV", "prod"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ])
+    .unwrap();
     assert_eq!(c.env, Environment::Production);
     assert_eq!(c.host, "0.0.0.0");
 }
@@ -93,7 +118,10 @@ fn every_invalid_value_names_its_variable() {
         (&[("APP_WORKERS", "-1")], "APP_WORKERS"),
         (&[("DATABASE_URL", "not a url")], "DATABASE_URL"),
         (&[("DATABASE_URL", "mysql://u@h/db")], "DATABASE_URL"),
-        (&[("DATABASE_URL_ANALYTICS", "http://h/db")], "DATABASE_URL_ANALYTICS"),
+        (
+            &[("DATABASE_URL_ANALYTICS", "http://h/db")],
+            "DATABASE_URL_ANALYTICS",
+        ),
         (&[("MYSQL_URL", "postgres://h/db")], "MYSQL_URL"),
         (&[("REDIS_URL", "http://localhost:6379")], "REDIS_URL"),
         (&[("REDIS_URL_CACHE", "redis://")], "REDIS_URL_CACHE"),
@@ -101,22 +129,40 @@ fn every_invalid_value_names_its_variable() {
         (&[("MONGODB_URI", "mongo://h")], "MONGODB_URI"),
         (&[("UPSTREAM_URL", "ftp://h/data")], "UPSTREAM_URL"),
         (&[("DB_POOL_MAX_SIZE", "0")], "DB_POOL_MAX_SIZE"),
-        (&[("DB_POOL_MIN_IDLE", "50"), ("DB_POOL_MAX_SIZE", "10")], "DB_POOL_MIN_IDLE"),
-        (&[("HTTP_CLIENT_TIMEOUT_MS", "soon")], "HTTP_CLIENT_TIMEOUT_MS"),
+        (
+            &[("DB_POOL_MIN_IDLE", "50"), ("DB_POOL_MAX_SIZE", "10")],
+            "DB_POOL_MIN_IDLE",
+        ),
+        (
+            &[("HTTP_CLIENT_TIMEOUT_MS", "soon")],
+            "HTTP_CLIENT_TIMEOUT_MS",
+        ),
         (&[("MAX_BODY_BYTES", "0")], "MAX_BODY_BYTES"),
         (&[("SHUTDOWN_TIMEOUT_SECS", "1e3")], "SHUTDOWN_TIMEOUT_SECS"),
         (&[("APP_ENV", "production")], "JWT_SECRET"),
-        (&[("APP_ENV", "production"), ("JWT_SECRET", "short")], "JWT_SECRET"),
         (
-            &[("APP_ENV", "production"), ("JWT_SECRET", courier::config::DEVELOPMENT_JWT_SECRET)],
+            &[("APP_ENV", "production"), ("JWT_SECRET", "short")],
+            "JWT_SECRET",
+        ),
+        (
+            &[
+                ("APP_ENV", "production"),
+                ("JWT_SECRET", courier::config::DEVELOPMENT_JWT_SECRET),
+            ],
             "JWT_SECRET",
         ),
     ];
     for (env, variable) in cases {
         let (named, message) = invalid_variable(env);
         assert_eq!(&named, variable, "for {env:?}: {message}");
-        assert!(message.contains(variable), "message names {variable}: {message}");
-        assert!(message.contains("expected"), "message says what is accepted: {message}");
+        assert!(
+            message.contains(variable),
+            "message names {variable}: {message}"
+        );
+        assert!(
+            message.contains("expected"),
+            "message says what is accepted: {message}"
+        );
         assert!(!message.contains('\n'), "one line: {message}");
     }
 }
@@ -125,11 +171,15 @@ fn every_invalid_value_names_its_variable() {
 fn secrets_are_never_echoed() {
     let (_, message) = invalid_variable(&[("DATABASE_URL", "mysql://app:hunter2@db/app")]);
     assert!(!message.contains("hunter2"), "{message}");
-    let (_, message) = invalid_variable(&[("APP_ENV", "production"), ("JWT_SECRET", "tiny-secret")]);
+    let (_, message) =
+        invalid_variable(&[("APP_ENV", "production"), ("JWT_SECRET", "tiny-secret")]);
     assert!(!message.contains("tiny-secret"), "{message}");
 
     let c = load(&[
-        ("DATABASE_URL", "postgresql+asyncpg://app:hunter2@db:5432/app"),
+        (
+            "DATABASE_URL",
+            "postgresql+asyncpg://app:hunter2@db:5432/app",
+        ),
         ("REDIS_URL", "redis://:sesame@cache:6379/0"),
         ("JWT_SECRET", "a-secret-that-must-not-print"),
     ])
@@ -158,7 +208,10 @@ fn a_bad_configuration_file_is_reported_with_its_name() {
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("local.toml") && err.contains("app_prot"), "{err}");
+    assert!(
+        err.contains("local.toml") && err.contains("app_prot"),
+        "{err}"
+    );
 
     std::fs::write(dir.path().join("local.toml"), "app_port = \n").unwrap();
     let err = Config::load_from(Sources {
@@ -182,17 +235,27 @@ fn courier_command(dir: &std::path::Path) -> Command {
 #[test]
 fn the_binary_refuses_a_bad_app_env_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let out = courier_command(dir.path()).env("APP_ENV", "banana").output().unwrap();
+    let out = courier_command(dir.path())
+        .env("APP_ENV", "banana")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("APP_ENV") && stderr.contains("banana"), "{stderr}");
+    assert!(
+        stderr.contains("APP_ENV") && stderr.contains("banana"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn courier_config_prints_the_effective_configuration_redacted() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(".env"), "REDIS_URL=redis://:sesame@127.0.0.1:6379/0\n").unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "REDIS_URL=redis://:sesame@127.0.0.1:6379/0\n",
+    )
+    .unwrap();
     let out = courier_command(dir.path())
         .arg("config")
         .env("APP_PORT", "8123")
@@ -200,9 +263,44 @@ fn courier_config_prints_the_effective_configuration_redacted() {
         .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.lines().any(|l| l.starts_with("APP_PORT") && l.contains("8123") && l.contains("(environment)")), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("REDIS_URL ") && l.contains("****") && l.contains("(.env)")), "{stdout}");
-    assert!(stdout.contains("JWT_SECRET") && stdout.contains("<redacted>"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("APP_PORT")
+            && l.contains("8123")
+            && l.contains("(environment)")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("REDIS_URL ") && l.contains("****") && l.contains("(.env)")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("JWT_SECRET") && stdout.contains("<redacted>"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("sesame"), "{stdout}");
-    assert!(!stdout.contains(courier::config::DEVELOPMENT_JWT_SECRET), "{stdout}");
+    assert!(
+        !stdout.contains(courier::config::DEVELOPMENT_JWT_SECRET),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn env_example_is_a_valid_configuration_and_lists_every_setting() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example");
+    let config = Config::load_from(Sources {
+        config_dir: None,
+        env_file: Some(example.clone()),
+        env: HashMap::new(),
+    })
+    .expect(".env.example loads");
+    let text = std::fs::read_to_string(&example).unwrap();
+    for (name, _, _) in &config.report {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{name}="))),
+            "{name} is missing from .env.example"
+        );
+    }
 }

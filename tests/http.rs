@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 fn assert_error_shape(body: &Value, code: &str, request_id: &str) {
     let err = &body["error"];
     assert_eq!(err["code"], code, "body: {body}");
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
     assert_eq!(err["request_id"], request_id, "body: {body}");
 }
 
@@ -79,7 +82,10 @@ async fn sync_and_async_wait_as_asked() {
     for route in ["/sync", "/async"] {
         let (status, _, body) = app.get_json(&format!("{route}?ms=20")).await;
         assert_eq!(status, 200);
-        assert_eq!(body, json!({"message": "Completed after 20 ms", "waited_ms": 20}));
+        assert_eq!(
+            body,
+            json!({"message": "Completed after 20 ms", "waited_ms": 20})
+        );
 
         let (status, headers, body) = app.get_json(&format!("{route}?ms=soon")).await;
         assert_eq!(status, 400);
@@ -172,12 +178,25 @@ async fn upstream_failures_map_to_502_and_504() {
     let cases = [
         (format!("{}/ok", upstream.base), 200, None),
         (format!("{}/fail", upstream.base), 502, Some("bad_gateway")),
-        (format!("{}/not-json", upstream.base), 502, Some("bad_gateway")),
-        (format!("http://127.0.0.1:{}/data", closed_port()), 502, Some("bad_gateway")),
-        (format!("{}/slow", upstream.base), 504, Some("gateway_timeout")),
+        (
+            format!("{}/not-json", upstream.base),
+            502,
+            Some("bad_gateway"),
+        ),
+        (
+            format!("http://127.0.0.1:{}/data", closed_port()),
+            502,
+            Some("bad_gateway"),
+        ),
+        (
+            format!("{}/slow", upstream.base),
+            504,
+            Some("gateway_timeout"),
+        ),
     ];
     for (url, expected, code) in cases {
-        let app = spawn_app_with(&[("UPSTREAM_URL", &url), ("HTTP_CLIENT_TIMEOUT_MS", "300")]).await;
+        let app =
+            spawn_app_with(&[("UPSTREAM_URL", &url), ("HTTP_CLIENT_TIMEOUT_MS", "300")]).await;
         for route in ["/io-intensive", "/external-api"] {
             let (status, headers, body) = app.get_json(route).await;
             assert_eq!(status, expected, "{route} with {url}: {body}");
@@ -203,7 +222,11 @@ async fn every_error_has_the_one_json_shape() {
     assert_eq!(res.status().as_u16(), 405);
     assert_eq!(res.headers().get("allow").unwrap(), "GET");
     let id = request_id(res.headers());
-    assert_error_shape(&res.json::<Value>().await.unwrap(), "method_not_allowed", &id);
+    assert_error_shape(
+        &res.json::<Value>().await.unwrap(),
+        "method_not_allowed",
+        &id,
+    );
 
     let post = |body: &'static str, content_type: &'static str| {
         let req = app
@@ -219,7 +242,10 @@ async fn every_error_has_the_one_json_shape() {
         }
     };
     let (status, _, body) = post(r#"{"hello": "courier"}"#, "application/json").await;
-    assert_eq!((status, body), (200, json!({"received": {"hello": "courier"}})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"received": {"hello": "courier"}}))
+    );
 
     let (status, id, body) = post(r#"{"hello": "#, "application/json").await;
     assert_eq!(status, 400);
@@ -243,7 +269,11 @@ async fn every_error_has_the_one_json_shape() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 413);
     let id = request_id(res.headers());
-    assert_error_shape(&res.json::<Value>().await.unwrap(), "payload_too_large", &id);
+    assert_error_shape(
+        &res.json::<Value>().await.unwrap(),
+        "payload_too_large",
+        &id,
+    );
 }
 
 #[actix_rt::test]
@@ -254,10 +284,21 @@ async fn docs_and_openapi_describe_every_route() {
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     let paths = spec["paths"].as_object().unwrap();
     for path in [
-        "/sync", "/async", "/cpu-intensive", "/io-intensive", "/external-api", "/healthz",
-        "/readyz", "/metrics", "/echo", "/demo/data",
+        "/sync",
+        "/async",
+        "/cpu-intensive",
+        "/io-intensive",
+        "/external-api",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/echo",
+        "/demo/data",
     ] {
-        assert!(paths.contains_key(path), "{path} missing from /openapi.json");
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from /openapi.json"
+        );
     }
     let (status, html) = app.get_text("/docs/").await;
     assert_eq!(status, 200);
@@ -286,35 +327,62 @@ async fn readyz_reports_embedded_backends_as_ready() {
 async fn readyz_is_503_when_a_configured_dependency_is_down() {
     let redis = format!("redis://127.0.0.1:{}/0", closed_port());
     let pg = format!("postgres://courier@127.0.0.1:{}/courier", closed_port());
-    let app = spawn_app_with(&[("REDIS_URL", &redis), ("DATABASE_URL", &pg)]).await;
+    let mongo = format!(
+        "mongodb://127.0.0.1:{}/courier?directConnection=true",
+        closed_port()
+    );
+    let app = spawn_app_with(&[
+        ("REDIS_URL", &redis),
+        ("DATABASE_URL", &pg),
+        ("MONGODB_URI", &mongo),
+        ("READINESS_TIMEOUT_MS", "3000"),
+    ])
+    .await;
     let (status, headers, body) = app.get_json("/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "unavailable");
     assert_eq!(body["checks"]["redis"]["status"], "down");
     assert_eq!(body["checks"]["database"]["status"], "down");
-    assert_eq!(body["checks"]["mongodb"]["status"], "embedded");
+    assert_eq!(body["checks"]["mongodb"]["status"], "down");
     assert_error_shape(&body, "service_unavailable", &request_id(&headers));
     let text = app.get_text("/metrics").await.1;
-    assert!(text.contains("courier_dependency_up{dependency=\"redis\"} 0"), "{text}");
+    assert!(
+        text.contains("courier_dependency_up{dependency=\"redis\"} 0"),
+        "{text}"
+    );
 }
 
 #[actix_rt::test]
 async fn readyz_answers_within_its_timeout_when_a_dependency_hangs() {
     // A listener that accepts and never answers: the check must give up, not hang.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("redis://127.0.0.1:{}/0", silent.local_addr().unwrap().port());
+    let url = format!(
+        "redis://127.0.0.1:{}/0",
+        silent.local_addr().unwrap().port()
+    );
     let app = spawn_app_with(&[("REDIS_URL", &url), ("READINESS_TIMEOUT_MS", "300")]).await;
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!(status, 503);
     assert_eq!(body["checks"]["redis"]["status"], "down");
-    assert!(body["checks"]["redis"]["error"].as_str().unwrap().contains("did not answer"), "{body}");
+    assert!(
+        body["checks"]["redis"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{body}"
+    );
 }
 
 #[actix_rt::test]
 async fn readyz_checks_real_postgres_and_redis() {
-    let pg = service_url("COURIER_TEST_DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/test"));
+    let pg = service_url(
+        "COURIER_TEST_DATABASE_URL",
+        Some("postgres://postgres@127.0.0.1:5432/test"),
+    );
     let redis = service_url("COURIER_TEST_REDIS_URL", Some("redis://127.0.0.1:6379/0"));
-    let (Some(pg), Some(redis)) = (pg, redis) else { return };
+    let (Some(pg), Some(redis)) = (pg, redis) else {
+        return;
+    };
     let app = spawn_app_with(&[("DATABASE_URL", &pg), ("REDIS_URL", &redis)]).await;
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -324,7 +392,9 @@ async fn readyz_checks_real_postgres_and_redis() {
 
 #[actix_rt::test]
 async fn readyz_checks_a_real_mongo_wire_server() {
-    let Some(uri) = service_url("COURIER_TEST_MONGODB_URI", None) else { return };
+    let Some(uri) = service_url("COURIER_TEST_MONGODB_URI", None) else {
+        return;
+    };
     let app = spawn_app_with(&[("MONGODB_URI", &uri)]).await;
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -342,15 +412,22 @@ async fn metrics_count_requests_by_route_and_status() {
     let (status, text) = app.get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        text.contains(r#"courier_http_requests_total{method="GET",route="/healthz",status="200"} 3"#),
+        text.contains(
+            r#"courier_http_requests_total{method="GET",route="/healthz",status="200"} 3"#
+        ),
         "{text}"
     );
     assert!(
-        text.contains(r#"courier_http_requests_total{method="GET",route="unmatched",status="404"} 2"#),
+        text.contains(
+            r#"courier_http_requests_total{method="GET",route="unmatched",status="404"} 2"#
+        ),
         "unknown paths share one label: {text}"
     );
     assert!(text.contains(r#"courier_http_request_duration_seconds_count{route="/healthz"} 3"#));
-    assert!(text.contains("courier_http_requests_in_flight 1"), "the /metrics request itself");
+    assert!(
+        text.contains("courier_http_requests_in_flight 1"),
+        "the /metrics request itself"
+    );
     assert!(text.contains("courier_build_info{"));
 }
 

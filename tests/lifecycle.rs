@@ -41,7 +41,9 @@ fn start(env: &[(&str, &str)]) -> Server {
         }
     });
     let port = loop {
-        let line = rx.recv_timeout(STARTUP_LIMIT).expect("server logs its address");
+        let line = rx
+            .recv_timeout(STARTUP_LIMIT)
+            .expect("server logs its address");
         if let Some(rest) = line.split("listening on http://").nth(1) {
             let addr = rest.split_whitespace().next().unwrap();
             break addr.rsplit(':').next().unwrap().parse().unwrap();
@@ -58,12 +60,22 @@ fn start(env: &[(&str, &str)]) -> Server {
 /// A plain HTTP/1.1 GET over a fresh connection; returns the status line and body.
 fn get(port: u16, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.lines().next().unwrap_or_default().to_owned();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     (status, body)
 }
 
@@ -94,7 +106,10 @@ fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
     assert!(killed.success());
 
     let (status, body) = slow.join().unwrap();
-    assert!(status.contains("200"), "in-flight request finished: {status}");
+    assert!(
+        status.contains("200"),
+        "in-flight request finished: {status}"
+    );
     assert!(body.contains("Completed after 1500 ms"), "{body}");
 
     let exit = server.child.wait().unwrap();

@@ -170,7 +170,12 @@ pub async fn io_intensive(
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<web::Json<Value>, AppError> {
-    let body = upstream::get_json(&client, state.upstream_url.as_str(), &state.config.http_client).await?;
+    let body = upstream::get_json(
+        &client,
+        state.upstream_url.as_str(),
+        &state.config.http_client,
+    )
+    .await?;
     Ok(web::Json(body))
 }
 
@@ -187,7 +192,12 @@ pub async fn external_api(
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<web::Json<Value>, AppError> {
-    let body = upstream::get_json(&client, state.upstream_url.as_str(), &state.config.http_client).await?;
+    let body = upstream::get_json(
+        &client,
+        state.upstream_url.as_str(),
+        &state.config.http_client,
+    )
+    .await?;
     Ok(web::Json(body))
 }
 

@@ -100,8 +100,10 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
     let mut checks: BTreeMap<&'static str, Check> = BTreeMap::new();
     let mut probes = Vec::new();
     match &s.postgres {
-        Some(pool) => probes.push(Box::pin(timed("database", &state, stores::postgres::ping(pool)))
-            as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>),
+        Some(pool) => probes.push(
+            Box::pin(timed("database", &state, stores::postgres::ping(pool)))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>,
+        ),
         None => {
             checks.insert("database", embedded());
         }
@@ -113,13 +115,25 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
         }
     }
     if let Some(pool) = &s.redis_cache {
-        probes.push(Box::pin(timed("redis_cache", &state, stores::redis::ping(pool))));
+        probes.push(Box::pin(timed(
+            "redis_cache",
+            &state,
+            stores::redis::ping(pool),
+        )));
     }
     if let Some(pool) = &s.redis_session {
-        probes.push(Box::pin(timed("redis_session", &state, stores::redis::ping(pool))));
+        probes.push(Box::pin(timed(
+            "redis_session",
+            &state,
+            stores::redis::ping(pool),
+        )));
     }
     match &s.mongo {
-        Some(client) => probes.push(Box::pin(timed("mongodb", &state, stores::mongo::ping(client)))),
+        Some(client) => probes.push(Box::pin(timed(
+            "mongodb",
+            &state,
+            stores::mongo::ping(client),
+        ))),
         None => {
             checks.insert("mongodb", embedded());
         }
@@ -163,4 +177,3 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
 }
-

@@ -26,8 +26,16 @@ impl TestApp {
     }
 
     /// GETs `path` and returns status, headers and the body as JSON (or `Null`).
-    pub async fn get_json(&self, path: &str) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
-        let mut res = self.client.get(self.url(path)).send().await.expect("request sent");
+    pub async fn get_json(
+        &self,
+        path: &str,
+    ) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
+        let mut res = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
         let body = res.body().limit(16 << 20).await.expect("body read");
         let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         (res.status().as_u16(), res.headers().clone(), json)
@@ -35,9 +43,17 @@ impl TestApp {
 
     /// GETs `path` and returns status and the body as text.
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let mut res = self.client.get(self.url(path)).send().await.expect("request sent");
+        let mut res = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
         let body = res.body().limit(16 << 20).await.expect("body read");
-        (res.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     }
 
     /// The value of one unlabelled (or fully labelled) sample in `/metrics`.
@@ -54,10 +70,7 @@ impl TestApp {
 pub fn test_env(data_dir: &TempDir) -> HashMap<String, String> {
     let mut env = HashMap::new();
     env.insert("APP_ENV".into(), "test".into());
-    env.insert(
-        "APP_DATA_DIR".into(),
-        data_dir.path().display().to_string(),
-    );
+    env.insert("APP_DATA_DIR".into(), data_dir.path().display().to_string());
     env
 }
 
@@ -79,7 +92,9 @@ pub fn test_config(data_dir: &TempDir, overrides: &[(&str, &str)]) -> Config {
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let config = test_config(&data_dir, overrides);
-    let app = Application::build(config).await.expect("application builds");
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
     let port = app.port();
     let handle = app.handle();
     actix_rt::spawn(app.run_until_stopped());
@@ -115,7 +130,9 @@ pub fn services_required() -> bool {
 /// The URL of a service for service-backed tests: the variable if set, else `default`
 /// when something listens there. `None` means skip (only allowed outside CI).
 pub fn service_url(var: &str, default: Option<&str>) -> Option<String> {
-    let url = std::env::var(var).ok().or_else(|| default.map(str::to_owned))?;
+    let url = std::env::var(var)
+        .ok()
+        .or_else(|| default.map(str::to_owned))?;
     let reachable = url::Url::parse(&url)
         .ok()
         .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)))
@@ -152,7 +169,9 @@ pub fn spawn_upstream() -> Upstream {
         App::new()
             .route(
                 "/ok",
-                web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"hello": "upstream"})) }),
+                web::get().to(|| async {
+                    HttpResponse::Ok().json(serde_json::json!({"hello": "upstream"}))
+                }),
             )
             .route(
                 "/fail",
@@ -167,7 +186,11 @@ pub fn spawn_upstream() -> Upstream {
             )
             .route(
                 "/not-json",
-                web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("plain text") }),
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("text/plain")
+                        .body("plain text")
+                }),
             )
     })
     .workers(1)
