@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -104,17 +104,17 @@ impl Metrics {
         &self.inner.registry
     }
 
-    /// Records one answered request.
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// The request counter of one method, route and status (cache it: the lookup hashes).
+    pub fn request_counter(&self, method: &str, route: &str, status: u16) -> IntCounter {
         let mut buf = [0u8; 3];
         self.inner
             .requests
             .with_label_values(&[method, route, status_str(status, &mut buf)])
-            .inc();
-        self.inner
-            .latency
-            .with_label_values(&[route])
-            .observe(seconds);
+    }
+
+    /// The latency histogram of one route (cache it: the lookup hashes).
+    pub fn route_latency(&self, route: &str) -> Histogram {
+        self.inner.latency.with_label_values(&[route])
     }
 
     /// The gauge of requests in flight.

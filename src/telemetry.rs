@@ -1,8 +1,8 @@
 //! Logging, request ids, the access log and request metrics.
 //!
-//! * [`init_logging`] installs `env_logger` at `LOG_LEVEL`. Records are formatted on the
-//!   calling thread and handed to a dedicated writer thread through a bounded queue, so an
-//!   event-loop thread never blocks on a slow stderr. If the writer falls behind by
+//! * [`init_logging`] installs the logger: `env_logger`'s filter at `LOG_LEVEL`, records
+//!   formatted on the calling thread and handed to a dedicated writer thread through a
+//!   bounded queue, so an event-loop thread never blocks on a slow stderr. If the writer falls behind by
 //!   [`LOG_QUEUE_LINES`] lines, new lines are dropped and counted
 //!   (`courier_log_lines_dropped_total`) rather than stalling requests.
 //! * [`Telemetry`] is the one middleware around every request: it assigns the request id
@@ -10,12 +10,14 @@
 //!   response), counts the request in `/metrics`, writes one access-log line, and renders
 //!   every error response in the JSON shape of [`crate::error`] with the request id filled in.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::{ready, Future, Ready};
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, Write};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,13 +25,18 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{Error, FromRequest, HttpMessage, HttpRequest};
+use actix_web::http::Method;
+use prometheus::{Histogram, IntCounter};
+use actix_web::{Error, FromRequest, HttpRequest};
 
 use crate::error::{code_for_status, error_response, AppError};
 use crate::metrics::Metrics;
 
 /// Lines the log writer thread may lag behind before new lines are dropped.
 pub const LOG_QUEUE_LINES: usize = 65_536;
+
+/// How often the log writer thread writes out what was queued.
+pub const LOG_WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How long shutdown waits for the log writer to drain.
 pub const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -55,64 +62,87 @@ struct LogControl {
 
 static LOG_CONTROL: OnceLock<LogControl> = OnceLock::new();
 
-/// The `io::Write` that `env_logger` writes each record into: it collects one record and
-/// queues it to the writer thread on `flush` (which `env_logger` calls once per record).
-struct QueueWriter {
-    pending: Vec<u8>,
+/// The process logger: `env_logger` decides which records pass `LOG_LEVEL`; each record
+/// is formatted on the calling thread (no lock is shared between workers) and queued to the
+/// writer thread.
+struct QueueLogger {
+    filter: env_logger::Logger,
 }
 
-impl Write for QueueWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        Ok(buf.len())
+thread_local! {
+    /// The formatted `YYYY-MM-DDTHH:MM:SS` of the current second, reused within it.
+    static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+}
+
+fn write_timestamp(line: &mut Vec<u8>) {
+    let now = chrono::Utc::now();
+    let secs = now.timestamp();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            cached.0 = secs;
+            cached.1 = now.format("%Y-%m-%dT%H:%M:%S").to_string();
+        }
+        line.extend_from_slice(cached.1.as_bytes());
+    });
+    let _ = write!(line, ".{:03}Z", now.timestamp_subsec_millis());
+}
+
+impl log::Log for QueueLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
         }
-        let line = std::mem::take(&mut self.pending);
-        if let Some(control) = LOG_CONTROL.get() {
-            match control.tx.try_send(LogMsg::Line(line)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    control.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        let Some(control) = LOG_CONTROL.get() else {
+            return;
+        };
+        let mut line = Vec::with_capacity(160);
+        line.push(b'[');
+        write_timestamp(&mut line);
+        let _ = writeln!(
+            line,
+            " {:<5} {}] {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        if control.tx.try_send(LogMsg::Line(line)).is_err() {
+            control.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
     }
+
+    fn flush(&self) {}
 }
 
 fn writer_thread(rx: Receiver<LogMsg>) {
     let stderr = io::stderr();
     let mut out = BufWriter::with_capacity(64 * 1024, stderr.lock());
     loop {
-        // Block for the next message; flush to stderr whenever the queue runs dry.
-        let msg = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = out.flush();
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut next = Some(msg);
-        while let Some(m) = next.take() {
-            match m {
-                LogMsg::Line(line) => {
+        // Drain what is queued, write it in one go, then sleep: senders never have to wake
+        // this thread, so logging costs a request no system call.
+        loop {
+            match rx.try_recv() {
+                Ok(LogMsg::Line(line)) => {
                     let _ = out.write_all(&line);
                 }
-                LogMsg::Flush(ack) => {
+                Ok(LogMsg::Flush(ack)) => {
                     let _ = out.flush();
                     let _ = ack.send(());
                 }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
             }
-            next = rx.try_recv().ok();
         }
         let _ = out.flush();
+        std::thread::sleep(LOG_WRITE_INTERVAL);
     }
-    let _ = out.flush();
 }
 
 /// Installs the logger with an `env_logger` filter such as `info` or `warn,courier=debug`.
@@ -128,22 +158,16 @@ pub fn init_logging(filter: &str) {
     {
         return;
     }
+    let filter = env_logger::Builder::new()
+        .parse_filters(&filter.to_ascii_lowercase())
+        .build();
+    let max_level = filter.filter();
     let spawned = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || writer_thread(rx));
-    let mut builder = env_logger::Builder::new();
-    builder.parse_filters(&filter.to_ascii_lowercase());
-    builder.write_style(if io::stderr().is_terminal() {
-        env_logger::WriteStyle::Always
-    } else {
-        env_logger::WriteStyle::Never
-    });
-    if spawned.is_ok() {
-        builder.target(env_logger::Target::Pipe(Box::new(QueueWriter {
-            pending: Vec::with_capacity(256),
-        })));
+    if spawned.is_ok() && log::set_boxed_logger(Box::new(QueueLogger { filter })).is_ok() {
+        log::set_max_level(max_level);
     }
-    let _ = builder.try_init();
 }
 
 /// Waits (up to [`LOG_FLUSH_TIMEOUT`]) until every queued log line is written.
@@ -166,12 +190,12 @@ pub fn log_lines_dropped() -> u64 {
 
 /// The id of the current request, as echoed in `X-Request-Id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub Rc<str>);
+pub struct RequestId(pub HeaderValue);
 
 impl RequestId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.to_str().unwrap_or_default()
     }
 }
 
@@ -180,33 +204,55 @@ impl FromRequest for RequestId {
     type Future = Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // The middleware replaced the header with the id it accepted or generated.
         let id = req
-            .extensions()
-            .get::<RequestId>()
+            .headers()
+            .get(&X_REQUEST_ID)
             .cloned()
-            .unwrap_or_else(|| RequestId(generate_request_id().into()));
-        ready(Ok(id))
+            .unwrap_or_else(generate_request_id);
+        ready(Ok(RequestId(id)))
     }
 }
 
-/// A new request id: a random per-process prefix and a counter, unique across nodes.
-pub fn generate_request_id() -> String {
+/// A new request id: a random per-process prefix and a counter, unique across nodes,
+/// e.g. `6f1c0e2b9a4d7735-1f`.
+pub fn generate_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(1);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}-{n:x}")
+    let mut buf = [0u8; 33];
+    for (i, slot) in buf[..16].iter_mut().enumerate() {
+        *slot = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    buf[16] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        buf[17 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf[..17 + digits]).expect("hex digits are a valid header value")
 }
 
 /// Whether a client-sent request id is safe to echo and log.
-fn acceptable_request_id(value: &HeaderValue) -> Option<&str> {
-    let s = value.to_str().ok()?;
-    let ok = !s.is_empty()
-        && s.len() <= MAX_REQUEST_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b));
-    ok.then_some(s)
+fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID_LEN
+        && b
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
 }
+
+/// The metrics of one route, looked up once per worker instead of once per request.
+struct RouteMetrics {
+    latency: Histogram,
+    requests: Vec<(Method, u16, IntCounter)>,
+}
+
+/// Most routes a worker caches metric handles for (route patterns are few; this only
+/// bounds memory if something unexpected produces many labels).
+const MAX_CACHED_ROUTES: usize = 1024;
 
 /// The middleware factory; wrap the whole `App` with it.
 #[derive(Clone)]
@@ -238,6 +284,7 @@ where
             service,
             metrics: self.metrics.clone(),
             debug: self.debug,
+            cache: Rc::new(RefCell::new(HashMap::new())),
         }))
     }
 }
@@ -247,6 +294,7 @@ pub struct TelemetryService<S> {
     service: S,
     metrics: Metrics,
     debug: bool,
+    cache: Rc<RefCell<HashMap<String, RouteMetrics>>>,
 }
 
 /// Decrements the in-flight gauge even when the client goes away mid-request.
@@ -271,18 +319,18 @@ where
         self.service.poll_ready(cx)
     }
 
-    fn call(&self, req: ServiceRequest) -> Self::Future {
+    fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        let id: Rc<str> = match req
-            .headers()
-            .get(&X_REQUEST_ID)
-            .and_then(acceptable_request_id)
-        {
-            Some(s) => s.into(),
-            None => generate_request_id().into(),
+        let id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if acceptable_request_id(v) => v.clone(),
+            _ => {
+                let id = generate_request_id();
+                req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
         };
-        req.extensions_mut().insert(RequestId(id.clone()));
         let metrics = self.metrics.clone();
+        let cache = self.cache.clone();
         let debug = self.debug;
         metrics.in_flight().inc();
         let guard = InFlight(metrics.in_flight().clone());
@@ -291,33 +339,56 @@ where
         Box::pin(async move {
             let result = fut.await;
             drop(guard);
+            let id_str = id.to_str().unwrap_or_default();
             let mut res = match result {
                 Ok(res) if is_error(res.status()) => {
-                    render_error(res, &id, debug).map_into_right_body()
+                    render_error(res, id_str, debug).map_into_right_body()
                 }
                 Ok(res) => res.map_into_left_body(),
                 // Only a service inside this middleware can fail this way (handlers turn
                 // their errors into responses); actix renders it.
                 Err(err) => {
-                    log::error!("request_id={id} failed before a response was built: {err}");
+                    log::error!("request_id={id_str} failed before a response was built: {err}");
                     return Err(err);
                 }
             };
             let status = res.status();
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                res.headers_mut().insert(X_REQUEST_ID.clone(), value);
-            }
+            res.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
 
             let elapsed = start.elapsed();
             let req = res.request();
             let route = req.match_pattern();
             let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
-            metrics.observe_request(
-                req.method().as_str(),
-                route,
-                status.as_u16(),
-                elapsed.as_secs_f64(),
-            );
+            {
+                let mut cache = cache.borrow_mut();
+                if !cache.contains_key(route) {
+                    if cache.len() >= MAX_CACHED_ROUTES {
+                        cache.clear();
+                    }
+                    cache.insert(
+                        route.to_owned(),
+                        RouteMetrics {
+                            latency: metrics.route_latency(route),
+                            requests: Vec::new(),
+                        },
+                    );
+                }
+                let entry = cache.get_mut(route).expect("inserted above");
+                entry.latency.observe(elapsed.as_secs_f64());
+                let code = status.as_u16();
+                match entry
+                    .requests
+                    .iter()
+                    .find(|(m, s, _)| *s == code && m == req.method())
+                {
+                    Some((_, _, counter)) => counter.inc(),
+                    None => {
+                        let counter = metrics.request_counter(req.method().as_str(), route, code);
+                        counter.inc();
+                        entry.requests.push((req.method().clone(), code, counter));
+                    }
+                }
+            }
             log::info!(
                 target: "courier::access",
                 "method={} path={} status={} latency_ms={:.3} request_id={}",
@@ -325,7 +396,7 @@ where
                 req.path(),
                 status.as_u16(),
                 elapsed.as_secs_f64() * 1000.0,
-                id
+                id_str
             );
             Ok(res)
         })

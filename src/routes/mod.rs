@@ -41,16 +41,17 @@ pub struct ApiDoc;
 
 /// Registers every route on an `App` or scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(get("/sync", basic::sync_endpoint))
+    // Probes first: they are the most frequent requests and routes are matched in order.
+    cfg.service(get("/healthz", health::healthz))
+        .service(get("/readyz", health::readyz))
+        .service(get("/metrics", health::metrics))
+        .service(get("/sync", basic::sync_endpoint))
         .service(get("/async", basic::async_endpoint))
         .service(get("/cpu-intensive", basic::cpu_intensive))
         .service(get("/io-intensive", basic::io_intensive))
         .service(get("/external-api", basic::external_api))
         .service(get("/demo/data", basic::demo_data))
         .service(post("/echo", basic::echo))
-        .service(get("/healthz", health::healthz))
-        .service(get("/readyz", health::readyz))
-        .service(get("/metrics", health::metrics))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
         .service(get("/docs", || async {
             HttpResponse::PermanentRedirect()
