@@ -174,6 +174,11 @@ fn redact_url(url: &Url) -> String {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret string.
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
     /// The secret itself; hand it only to the code that needs it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -201,6 +206,52 @@ pub struct HttpClientConfig {
     pub keep_alive: Duration,
     /// Largest upstream response body read.
     pub max_response_bytes: usize,
+}
+
+/// Limits and timings of WebSockets, SSE and rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeConfig {
+    /// `WS_HEARTBEAT_INTERVAL_MS`: how often the server pings each WebSocket.
+    pub heartbeat: Duration,
+    /// `WS_CLIENT_TIMEOUT_MS`: a WebSocket silent this long is dropped.
+    pub client_timeout: Duration,
+    /// `WS_MAX_MESSAGE_BYTES`: largest WebSocket frame or message (close 1009 beyond).
+    pub max_message_bytes: usize,
+    /// `WS_RATE_PER_SEC`: sustained messages per second per connection.
+    pub rate_per_sec: u32,
+    /// `WS_RATE_BURST`: messages a connection may send in a burst.
+    pub rate_burst: u32,
+    /// `WS_FLOOD_LIMIT`: refused messages within a second that close the connection (1008).
+    pub flood_limit: u32,
+    /// `WS_MAX_ROOMS_PER_CONNECTION`: rooms one connection may join.
+    pub max_rooms_per_connection: usize,
+    /// `OUTBOUND_QUEUE_MESSAGES`: messages queued to one client before it counts as slow.
+    pub outbound_messages: usize,
+    /// `OUTBOUND_QUEUE_BYTES`: bytes queued to one client before it counts as slow.
+    pub outbound_bytes: usize,
+    /// `TCP_USER_TIMEOUT_MS`: the kernel resets a connection whose peer has not acknowledged
+    /// data for this long (frees sockets of clients that stopped reading); 0 disables.
+    pub tcp_user_timeout: Duration,
+    /// `ROOM_HISTORY_SIZE`: events kept per room for replay.
+    pub history_size: usize,
+    /// `MAX_ROOMS`: rooms one node holds at most.
+    pub max_rooms: usize,
+    /// `ROOM_IDLE_SECS`: an empty, quiet room is forgotten after this long (embedded mode).
+    pub room_idle: Duration,
+    /// `TYPING_INTERVAL_MS`: `typing` is relayed at most once per member per interval.
+    pub typing_interval: Duration,
+    /// `BROKER_MAILBOX_CAPACITY`: messages the broker queues before senders get `overloaded`.
+    pub broker_mailbox: usize,
+    /// `SSE_HEARTBEAT_INTERVAL_MS`: interval of `/sse/heartbeat` events.
+    pub sse_heartbeat: Duration,
+    /// `SSE_KEEPALIVE_INTERVAL_MS`: a quiet SSE stream gets a comment this often.
+    pub sse_keepalive: Duration,
+    /// `SSE_DEMO_INTERVAL_MS`: interval of the seed's `/sse` messages.
+    pub sse_demo_interval: Duration,
+    /// `SSE_UPDATES_COALESCE_MS`: room activity on `/sse/updates` at most this often per room.
+    pub updates_coalesce: Duration,
+    /// `ANONYMOUS_PUBLISH`: whether clients without a token may publish (never in production).
+    pub anonymous_publish: bool,
 }
 
 /// The effective configuration of one courier process.
@@ -263,6 +314,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `READINESS_TIMEOUT_MS`: how long `/readyz` waits for each dependency.
     pub readiness_timeout: Duration,
+    /// The realtime core's limits and timings.
+    pub realtime: RealtimeConfig,
     /// One line per setting: name, shown value, source. For `courier config`.
     pub report: Vec<(String, String, Source)>,
 }
@@ -513,6 +566,26 @@ const KNOWN_KEYS: &[&str] = &[
     "client_request_timeout_ms",
     "shutdown_timeout_secs",
     "readiness_timeout_ms",
+    "anonymous_publish",
+    "ws_heartbeat_interval_ms",
+    "ws_client_timeout_ms",
+    "ws_max_message_bytes",
+    "ws_rate_per_sec",
+    "ws_rate_burst",
+    "ws_flood_limit",
+    "ws_max_rooms_per_connection",
+    "outbound_queue_messages",
+    "outbound_queue_bytes",
+    "tcp_user_timeout_ms",
+    "room_history_size",
+    "max_rooms",
+    "room_idle_secs",
+    "typing_interval_ms",
+    "broker_mailbox_capacity",
+    "sse_heartbeat_interval_ms",
+    "sse_keepalive_interval_ms",
+    "sse_demo_interval_ms",
+    "sse_updates_coalesce_ms",
 ];
 
 fn quote(raw: &str) -> String {
@@ -703,12 +776,14 @@ impl Resolver {
         let secret_expected = "a secret string";
         let jwt_secret = match self.raw("JWT_SECRET") {
             Some(s) => s,
-            None if env == Environment::Production => return Err(ConfigError::Missing {
-                variable: "JWT_SECRET".into(),
-                expected: format!(
+            None if env == Environment::Production => {
+                return Err(ConfigError::Missing {
+                    variable: "JWT_SECRET".into(),
+                    expected: format!(
                     "a random secret of at least {MIN_PRODUCTION_SECRET_BYTES} bytes in production"
                 ),
-            }),
+                })
+            }
             None => {
                 return Err(ConfigError::Missing {
                     variable: "JWT_SECRET".into(),
@@ -794,6 +869,47 @@ impl Resolver {
         let client_request_timeout = self.millis("CLIENT_REQUEST_TIMEOUT_MS", 1, 600_000)?;
         let shutdown_timeout = self.secs("SHUTDOWN_TIMEOUT_SECS", 0, 3600)?;
         let readiness_timeout = self.millis("READINESS_TIMEOUT_MS", 1, 60_000)?;
+        let anonymous_publish = self.boolean("ANONYMOUS_PUBLISH")?;
+        if anonymous_publish && env == Environment::Production {
+            return Err(invalid(
+                "ANONYMOUS_PUBLISH",
+                "true".into(),
+                "false in production: publishers must present a token",
+            ));
+        }
+        let realtime = RealtimeConfig {
+            heartbeat: self.millis("WS_HEARTBEAT_INTERVAL_MS", 10, 3_600_000)?,
+            client_timeout: self.millis("WS_CLIENT_TIMEOUT_MS", 10, 3_600_000)?,
+            max_message_bytes: self.integer("WS_MAX_MESSAGE_BYTES", 128, 64 << 20)? as usize,
+            rate_per_sec: self.integer("WS_RATE_PER_SEC", 1, 1_000_000)? as u32,
+            rate_burst: self.integer("WS_RATE_BURST", 1, 1_000_000)? as u32,
+            flood_limit: self.integer("WS_FLOOD_LIMIT", 1, 1_000_000)? as u32,
+            max_rooms_per_connection: self.integer("WS_MAX_ROOMS_PER_CONNECTION", 1, 10_000)?
+                as usize,
+            outbound_messages: self.integer("OUTBOUND_QUEUE_MESSAGES", 1, 1_000_000)? as usize,
+            outbound_bytes: self.integer("OUTBOUND_QUEUE_BYTES", 1024, 1 << 30)? as usize,
+            tcp_user_timeout: self.millis("TCP_USER_TIMEOUT_MS", 0, 3_600_000)?,
+            history_size: self.integer("ROOM_HISTORY_SIZE", 1, 1_000_000)? as usize,
+            max_rooms: self.integer("MAX_ROOMS", 1, 10_000_000)? as usize,
+            room_idle: self.secs("ROOM_IDLE_SECS", 1, 30 * 86_400)?,
+            typing_interval: self.millis("TYPING_INTERVAL_MS", 0, 60_000)?,
+            broker_mailbox: self.integer("BROKER_MAILBOX_CAPACITY", 16, 10_000_000)? as usize,
+            sse_heartbeat: self.millis("SSE_HEARTBEAT_INTERVAL_MS", 10, 3_600_000)?,
+            sse_keepalive: self.millis("SSE_KEEPALIVE_INTERVAL_MS", 10, 3_600_000)?,
+            sse_demo_interval: self.millis("SSE_DEMO_INTERVAL_MS", 0, 60_000)?,
+            updates_coalesce: self.millis("SSE_UPDATES_COALESCE_MS", 10, 60_000)?,
+            anonymous_publish,
+        };
+        if realtime.client_timeout <= realtime.heartbeat {
+            return Err(invalid(
+                "WS_CLIENT_TIMEOUT_MS",
+                realtime.client_timeout.as_millis().to_string(),
+                &format!(
+                    "more than WS_HEARTBEAT_INTERVAL_MS ({})",
+                    realtime.heartbeat.as_millis()
+                ),
+            ));
+        }
 
         Ok(Config {
             env,
@@ -824,6 +940,7 @@ impl Resolver {
             client_request_timeout,
             shutdown_timeout,
             readiness_timeout,
+            realtime,
             report: self.report,
         })
     }

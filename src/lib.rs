@@ -4,6 +4,7 @@
 //! [`startup::Application`] and runs it until a signal stops it. Tests do the same with a
 //! port-0 listener.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -22,6 +22,15 @@ enum Command {
     Serve,
     /// Print the effective configuration, secrets redacted, with where each value came from.
     Config,
+    /// Mint a token (JWT, HS256, signed with JWT_SECRET) for local use.
+    Token {
+        /// The user name the token carries.
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = courier::auth::DEFAULT_TOKEN_TTL_SECS)]
+        ttl: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +47,16 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(config.render().as_bytes());
             ExitCode::SUCCESS
         }
+        Command::Token { user, ttl } => match courier::auth::mint(&config.jwt_secret, &user, ttl) {
+            Ok(token) => {
+                let _ = writeln!(std::io::stdout(), "{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("courier: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve => serve(config),
     }
 }

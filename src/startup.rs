@@ -7,13 +7,20 @@
 //! stop accepting, let in-flight requests finish within `SHUTDOWN_TIMEOUT_SECS`, stop the
 //! actors, close the pools.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use courier_actors::metrics::RealtimeMetrics;
+use courier_actors::redis_bus::RedisBus;
+use courier_actors::room_broker::{BrokerConfig, BrokerHandle, CloseAll, RoomBroker};
+use courier_actors::sse_feed::{CloseFeeds, FeedConfig, SseFeed};
 use courier_actors::stores::{self, with_timeout};
+use courier_actors::ws_session::SessionConfig;
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -21,21 +28,92 @@ use crate::config::Config;
 use crate::error::extractor_configs;
 use crate::metrics::Metrics;
 use crate::routes;
-use crate::state::{AppState, Stores};
+use crate::state::{AppState, Realtime, Stores};
 use crate::telemetry::Telemetry;
 use crate::upstream;
+
+/// Connections the kernel queues for `accept` (bursts of thousands of WebSocket clients).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Most connections one worker serves at once (10,000 WebSockets fit on one node).
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 
 /// A built, listening application.
 pub struct Application {
     addr: SocketAddr,
     server: Server,
     state: AppState,
+    arbiter: actix_rt::Arbiter,
+}
+
+/// Stops the application the way a signal does: realtime connections are closed (WebSocket
+/// 1001, SSE streams ended), then the HTTP server stops accepting and lets in-flight
+/// requests finish within `SHUTDOWN_TIMEOUT_SECS`.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    server: ServerHandle,
+    realtime: Realtime,
+    timeout: Duration,
+}
+
+impl ShutdownHandle {
+    /// Runs the shutdown; returns when the HTTP server has stopped.
+    pub async fn shutdown(&self) {
+        log::info!("shutdown: closing realtime connections");
+        let ws = self.realtime.broker.send(CloseAll).await.unwrap_or(0);
+        self.realtime.metrics.feed_mailbox.inc();
+        let sse = self.realtime.feed.send(CloseFeeds).await.unwrap_or(0);
+        log::info!("shutdown: sent close to {ws} connections and {sse} feed streams");
+        log::info!(
+            "shutdown: stopped accepting; in-flight requests get up to {} s",
+            self.timeout.as_secs()
+        );
+        self.server.stop(true).await;
+    }
+}
+
+/// Waits for SIGINT or SIGTERM and names it.
+async fn signal_received() -> &'static str {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Binds a listener with a deep accept backlog.
+fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .with_context(|| format!("{host} resolves to no address"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A random id for this node, the prefix of its connection ids.
+fn node_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 impl Application {
     /// Binds the listener, creates pools, clients and actors, and starts the workers.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind((config.host.as_str(), config.port))
+        let listener = bind(&config.host, config.port)
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
         let addr = listener.local_addr()?;
         let data_dir = config.data_dir.clone();
@@ -52,13 +130,16 @@ impl Application {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
+        let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
         let state = AppState {
             config: Arc::new(config),
             metrics: metrics.clone(),
             stores,
             upstream_url: Arc::new(upstream_url),
             cpu_slots: Arc::new(Semaphore::new(cores)),
+            realtime,
         };
+        let user_timeout = state.config.realtime.tcp_user_timeout;
 
         let config = state.config.clone();
         let data = web::Data::new(state.clone());
@@ -75,6 +156,21 @@ impl Application {
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
+        .on_connect(move |conn, _| {
+            // A peer that stops acknowledging data is reset by the kernel after this long,
+            // which frees the buffers of clients that stopped reading.
+            if user_timeout.is_zero() {
+                return;
+            }
+            if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(user_timeout));
+            }
+        })
+        // A client that closes its side is gone: drop its streams (SSE subscribers, sockets)
+        // at once instead of writing to it until a write fails.
+        .h1_allow_half_closed(false)
+        .disable_signals()
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
         .workers(state.config.worker_count())
         .shutdown_timeout(state.config.shutdown_timeout.as_secs())
         .keep_alive(state.config.http_keep_alive)
@@ -92,7 +188,17 @@ impl Application {
             addr,
             server,
             state,
+            arbiter,
         })
+    }
+
+    /// A handle that shuts the application down the way SIGTERM does.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            server: self.server.handle(),
+            realtime: self.state.realtime.clone(),
+            timeout: self.state.config.shutdown_timeout,
+        }
     }
 
     /// The port the listener is bound to.
@@ -110,11 +216,26 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped, then shuts the rest down in order.
+    /// Serves until SIGINT/SIGTERM or a [`ShutdownHandle`] stops it, then shuts the rest
+    /// down in order, logging each step.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Self { server, state, .. } = self;
+        let shutdown = self.shutdown_handle();
+        let Self {
+            server,
+            state,
+            arbiter,
+            ..
+        } = self;
+        let on_signal = actix_rt::spawn(async move {
+            let name = signal_received().await;
+            log::info!("shutdown: {name} received; starting graceful shutdown");
+            shutdown.shutdown().await;
+        });
         let result = server.await;
+        on_signal.abort();
         log::info!("shutdown: HTTP server stopped; in-flight requests are finished");
+        arbiter.stop();
+        log::info!("shutdown: actors stopped");
         shutdown_stores(state.stores).await;
         log::info!("shutdown: complete");
         result
@@ -132,6 +253,76 @@ fn own_url(addr: SocketAddr, path: &str) -> anyhow::Result<Url> {
         "http://{}{path}",
         SocketAddr::new(ip, addr.port())
     ))?)
+}
+
+/// Starts the realtime actors (broker and SSE feed) on an arbiter of their own, with the
+/// Redis bus when Redis is configured.
+fn start_realtime(
+    config: &Config,
+    metrics: &Metrics,
+    stores: &Stores,
+) -> anyhow::Result<(Realtime, actix_rt::Arbiter)> {
+    let rt = &config.realtime;
+    let node: Arc<str> = node_id().into();
+    let realtime_metrics = RealtimeMetrics::register(metrics.registry());
+    let arbiter = actix_rt::Arbiter::new();
+    let feed_config = FeedConfig {
+        heartbeat: rt.sse_heartbeat,
+        coalesce: rt.updates_coalesce,
+    };
+    let feed_metrics = realtime_metrics.clone();
+    let feed = SseFeed::start_in_arbiter(&arbiter.handle(), move |_| {
+        SseFeed::new(feed_config, feed_metrics)
+    });
+    let bus = match (&config.redis_url, &stores.redis) {
+        (Some(url), Some(pool)) => Some(
+            RedisBus::new(
+                url.expose(),
+                pool.clone(),
+                &config.app_name,
+                &node,
+                rt.history_size,
+                config.redis_command_timeout,
+            )
+            .context("REDIS_URL is not usable for the bus")?,
+        ),
+        _ => None,
+    };
+    let broker = RoomBroker::new(
+        BrokerConfig {
+            history_limit: rt.history_size,
+            max_rooms: rt.max_rooms,
+            typing_interval: rt.typing_interval,
+            room_idle: rt.room_idle,
+            mailbox_capacity: rt.broker_mailbox,
+        },
+        realtime_metrics.clone(),
+        Some(feed.clone()),
+        bus,
+    );
+    let broker = BrokerHandle::start(broker, &arbiter.handle());
+    let session = Arc::new(SessionConfig {
+        heartbeat: rt.heartbeat,
+        client_timeout: rt.client_timeout,
+        max_message_bytes: rt.max_message_bytes,
+        rate_per_sec: rt.rate_per_sec,
+        rate_burst: rt.rate_burst,
+        flood_limit: rt.flood_limit,
+        max_rooms: rt.max_rooms_per_connection,
+        anonymous_publish: rt.anonymous_publish,
+    });
+    log::info!(
+        "realtime: node {node}; rooms {}",
+        if config.redis_url.is_some() {
+            "shared through Redis"
+        } else {
+            "in process"
+        }
+    );
+    Ok((
+        Realtime::new(broker, feed, realtime_metrics, session, node),
+        arbiter,
+    ))
 }
 
 /// Creates the pools and clients of the configured stores. None connects here: a store

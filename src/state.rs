@@ -2,10 +2,16 @@
 //! application's stores and actors. Built once in [`crate::startup`] and shared through
 //! actix app data; nothing in it is mutable shared state.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use actix::Addr;
+use courier_actors::metrics::RealtimeMetrics;
+use courier_actors::room_broker::BrokerHandle;
+use courier_actors::sse_feed::SseFeed;
 use courier_actors::stores::postgres::PgPool;
 use courier_actors::stores::redis::RedisPool;
+use courier_actors::ws_session::SessionConfig;
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -26,6 +32,54 @@ pub struct AppState {
     /// Bounds CPU-heavy work to one task per core, so it queues instead of oversubscribing
     /// the machine.
     pub cpu_slots: Arc<Semaphore>,
+    /// The realtime core's actors.
+    pub realtime: Realtime,
+}
+
+/// Handles of the realtime actors.
+#[derive(Clone)]
+pub struct Realtime {
+    /// The room broadcaster.
+    pub broker: BrokerHandle,
+    /// The server-wide SSE topics.
+    pub feed: Addr<SseFeed>,
+    /// The realtime metrics.
+    pub metrics: RealtimeMetrics,
+    /// Limits every WebSocket session gets.
+    pub session: Arc<SessionConfig>,
+    /// This node's id: the prefix of connection ids, unique across nodes.
+    pub node_id: Arc<str>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Realtime {
+    /// Bundles the realtime handles.
+    pub fn new(
+        broker: BrokerHandle,
+        feed: Addr<SseFeed>,
+        metrics: RealtimeMetrics,
+        session: Arc<SessionConfig>,
+        node_id: Arc<str>,
+    ) -> Self {
+        Self {
+            broker,
+            feed,
+            metrics,
+            session,
+            node_id,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// A new connection number, unique on this node.
+    pub fn next_number(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new connection id, unique across nodes: `{node}-{n}`.
+    pub fn next_member_id(&self) -> Arc<str> {
+        format!("{}-{}", self.node_id, self.next_number()).into()
+    }
 }
 
 /// Handles of the configured external stores; `None` means the embedded backend.

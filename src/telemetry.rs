@@ -26,8 +26,8 @@ use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Method;
-use prometheus::{Histogram, IntCounter};
 use actix_web::{Error, FromRequest, HttpRequest};
+use prometheus::{Histogram, IntCounter};
 
 use crate::error::{code_for_status, error_response, AppError};
 use crate::metrics::Metrics;
@@ -239,8 +239,7 @@ fn acceptable_request_id(value: &HeaderValue) -> bool {
     let b = value.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_REQUEST_ID_LEN
-        && b
-            .iter()
+        && b.iter()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
 }
 

@@ -4,9 +4,22 @@
 //! messages at the top. HTTP, WebSocket and SSE handlers in the `courier` crate never share
 //! mutable state: they send these actors typed messages and await the replies.
 //!
-//! [`stores`] holds the connections the actors (and the readiness probe) use: the Postgres
-//! and Redis pools and the MongoDB client, each with timeouts from configuration.
+//! - [`room_broker::RoomBroker`]: rooms, members, presence, sequence numbers, history.
+//! - [`sse_feed::SseFeed`]: the server-wide SSE topics (`/sse/updates`, `/sse/heartbeat`).
+//! - [`ws_session::WsSession`]: one per WebSocket connection.
+//!
+//! [`outbound`] and [`inbound`] are the bounded client queues and frame codecs the
+//! sessions and streams use; [`redis_bus`] connects the brokers of many nodes; [`stores`]
+//! holds the Postgres and Redis pools and the MongoDB client.
 
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod protocol;
+pub mod redis_bus;
+pub mod room_broker;
+pub mod sse_feed;
 pub mod stores;
+pub mod ws_session;
 
 pub use mongodb;

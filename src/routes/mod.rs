@@ -2,6 +2,9 @@
 
 pub mod basic;
 pub mod health;
+pub mod rooms;
+pub mod sse;
+pub mod ws;
 
 use actix_web::http::{header, Method};
 use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder};
@@ -30,14 +33,57 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         health::healthz,
         health::readyz,
         health::metrics,
+        ws::ws_echo,
+        ws::ws_authenticated,
+        ws::ws_chat,
+        ws::ws_json,
+        sse::sse_demo,
+        sse::sse_updates,
+        sse::sse_heartbeat,
+        sse::room_events,
+        rooms::publish,
+        rooms::history,
+        rooms::presence,
+        rooms::list,
     ),
+    modifiers(&BearerAuth),
     components(schemas(ErrorBody, ErrorDetail)),
     tags(
         (name = "basics", description = "The seed's basic async routes"),
-        (name = "operations", description = "Health, readiness and metrics")
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "realtime", description = "WebSockets and Server-Sent Events"),
+        (name = "rooms", description = "Rooms over REST and SSE")
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer-token scheme used by the authenticated routes.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The demo chat-and-dashboard page (no build step, no external assets).
+const INDEX_HTML: &str = include_str!("../static/index.html");
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(INDEX_HTML)
+}
 
 /// Registers every route on an `App` or scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -52,6 +98,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/external-api", basic::external_api))
         .service(get("/demo/data", basic::demo_data))
         .service(post("/echo", basic::echo))
+        .service(get("/", index))
+        .service(get("/ws", ws::ws_echo))
+        .service(get("/ws/authenticated", ws::ws_authenticated))
+        .service(get("/ws/chat/{client_id}", ws::ws_chat))
+        .service(get("/ws/json", ws::ws_json))
+        .service(get("/sse", sse::sse_demo))
+        .service(get("/sse/updates", sse::sse_updates))
+        .service(get("/sse/heartbeat", sse::sse_heartbeat))
+        .service(get("/rooms", rooms::list))
+        .service(post("/rooms/{room}/messages", rooms::publish))
+        .service(get("/rooms/{room}/history", rooms::history))
+        .service(get("/rooms/{room}/presence", rooms::presence))
+        .service(get("/rooms/{room}/events", sse::room_events))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
         .service(get("/docs", || async {
             HttpResponse::PermanentRedirect()

@@ -1,0 +1,331 @@
+//! Bounded per-client outbound queues, and the response-body streams that drain them.
+//!
+//! Every WebSocket session and SSE subscriber has one [`Outbound`]: a queue bounded both in
+//! messages and in bytes. Producers (the client's own session, the `RoomBroker`, the
+//! `SseFeed`) only ever `try_send`, so a client that stops reading can never block them:
+//! when its queue is full the producer evicts it ([`Outbound::evict`]) and moves on. The
+//! queue's receiving end is the HTTP response body ([`WsOutStream`] or [`SseOutStream`]),
+//! which encodes every message that is ready into one chunk, so a burst of messages becomes
+//! one socket write (the batching of the textbook actix design, with a bound).
+//!
+//! Payloads are `ByteString`/`Bytes`: a broadcast is serialised once and every queue holds a
+//! reference to the same buffer.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_codec::Encoder;
+use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+/// Most bytes encoded into one response-body chunk before it is handed to the socket.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The limits of one client's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most messages waiting to be written.
+    pub messages: usize,
+    /// Most payload bytes waiting to be written.
+    pub bytes: usize,
+}
+
+/// One message for a client.
+#[derive(Debug, Clone)]
+pub enum OutFrame {
+    /// A text message (WebSocket text frame, or an already formatted SSE event).
+    Text(ByteString),
+    /// A WebSocket ping (ignored by SSE).
+    Ping,
+    /// A WebSocket pong answering a client's ping (ignored by SSE).
+    Pong(Bytes),
+    /// Close the connection with a code and reason (SSE: end the stream).
+    Close(CloseCode, String),
+}
+
+impl OutFrame {
+    fn cost(&self) -> usize {
+        match self {
+            Self::Text(s) => s.len(),
+            Self::Ping => 0,
+            Self::Pong(b) => b.len(),
+            Self::Close(_, r) => r.len(),
+        }
+    }
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The client's queue is at its limit: the client is not keeping up.
+    Full,
+    /// The client is gone.
+    Closed,
+}
+
+struct Shared {
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    evicted: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// The sending side of a client's queue. Cheap to clone; every clone feeds the same client.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::Sender<OutFrame>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("queued_bytes", &self.queued_bytes())
+            .finish()
+    }
+}
+
+/// The receiving side, turned into a response body by [`WsOutStream`] or [`SseOutStream`].
+pub struct Inbox {
+    rx: mpsc::Receiver<OutFrame>,
+    shared: Arc<Shared>,
+}
+
+/// A new queue with `limits`.
+pub fn queue(limits: QueueLimits) -> (Outbound, Inbox) {
+    let (tx, rx) = mpsc::channel(limits.messages.max(1));
+    let shared = Arc::new(Shared {
+        queued_bytes: AtomicUsize::new(0),
+        max_bytes: limits.bytes,
+        evicted: AtomicBool::new(false),
+        waker: AtomicWaker::new(),
+    });
+    (
+        Outbound {
+            tx,
+            shared: shared.clone(),
+        },
+        Inbox { rx, shared },
+    )
+}
+
+impl Outbound {
+    /// Queues `frame` without waiting. `Full` means the client is too slow.
+    pub fn try_send(&self, frame: OutFrame) -> Result<(), SendError> {
+        if self.shared.evicted.load(Ordering::Relaxed) {
+            return Err(SendError::Closed);
+        }
+        let cost = frame.cost();
+        let before = self.shared.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+        if cost > 0 && before + cost > self.shared.max_bytes {
+            self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            return Err(SendError::Full);
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => SendError::Full,
+                    mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+                })
+            }
+        }
+    }
+
+    /// Queues a text message.
+    pub fn text(&self, text: impl Into<ByteString>) -> Result<(), SendError> {
+        self.try_send(OutFrame::Text(text.into()))
+    }
+
+    /// Drops whatever is queued and ends the client's stream: used for a client that does
+    /// not keep up. Its socket is closed once the kernel gives up on it.
+    pub fn evict(&self) {
+        self.shared.evicted.store(true, Ordering::Relaxed);
+        self.shared.waker.wake();
+    }
+
+    /// Whether the client was evicted or has gone.
+    pub fn is_closed(&self) -> bool {
+        self.shared.evicted.load(Ordering::Relaxed) || self.tx.is_closed()
+    }
+
+    /// Payload bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether two handles feed the same client.
+    pub fn same_client(&self, other: &Outbound) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Inbox {
+    /// Polls the next frame; `None` once evicted or every sender is gone.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<OutFrame>> {
+        self.shared.waker.register(cx.waker());
+        if self.shared.evicted.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => {
+                self.shared
+                    .queued_bytes
+                    .fetch_sub(frame.cost(), Ordering::Relaxed);
+                Poll::Ready(Some(frame))
+            }
+            other => other,
+        }
+    }
+}
+
+/// A WebSocket response body: encodes queued frames with the server-side codec.
+pub struct WsOutStream {
+    inbox: Inbox,
+    codec: Codec,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl WsOutStream {
+    /// A body draining `inbox`.
+    pub fn new(inbox: Inbox) -> Self {
+        Self {
+            inbox,
+            codec: Codec::new(),
+            buf: BytesMut::new(),
+            done: false,
+        }
+    }
+}
+
+impl Stream for WsOutStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        while this.buf.len() < MAX_CHUNK_BYTES {
+            match this.inbox.poll_frame(cx) {
+                Poll::Ready(Some(frame)) => {
+                    let msg = match frame {
+                        OutFrame::Text(t) => Message::Text(t),
+                        OutFrame::Ping => Message::Ping(Bytes::new()),
+                        OutFrame::Pong(b) => Message::Pong(b),
+                        OutFrame::Close(code, reason) => {
+                            this.done = true;
+                            Message::Close(Some(CloseReason {
+                                code,
+                                description: (!reason.is_empty()).then_some(reason),
+                            }))
+                        }
+                    };
+                    if this.codec.encode(msg, &mut this.buf).is_err() {
+                        this.done = true;
+                    }
+                    if this.done {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+        }
+        if this.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// An SSE response body: queued texts are already formatted events.
+pub struct SseOutStream {
+    inbox: Inbox,
+    buf: BytesMut,
+    done: bool,
+    keepalive: Option<actix_rt::time::Interval>,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// The SSE comment sent when a stream has been quiet for the keep-alive interval; it keeps
+/// proxies from timing the stream out and reveals a client that has gone.
+const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+impl SseOutStream {
+    /// A body draining `inbox`, writing a keep-alive comment every `keepalive`; `on_drop`
+    /// runs when the client goes away or the stream ends.
+    pub fn new(
+        inbox: Inbox,
+        keepalive: Option<std::time::Duration>,
+        on_drop: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        Self {
+            inbox,
+            buf: BytesMut::new(),
+            done: false,
+            keepalive: keepalive.map(|period| {
+                actix_rt::time::interval_at(actix_rt::time::Instant::now() + period, period)
+            }),
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+}
+
+impl Drop for SseOutStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+impl Stream for SseOutStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        while this.buf.len() < MAX_CHUNK_BYTES {
+            match this.inbox.poll_frame(cx) {
+                Poll::Ready(Some(OutFrame::Text(t))) => this.buf.extend_from_slice(t.as_bytes()),
+                Poll::Ready(Some(OutFrame::Ping | OutFrame::Pong(_))) => {}
+                Poll::Ready(Some(OutFrame::Close(..))) | Poll::Ready(None) => {
+                    this.done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if let Some(tick) = this.keepalive.as_mut() {
+            if tick.poll_tick(cx).is_ready() && this.buf.is_empty() {
+                this.buf.extend_from_slice(KEEPALIVE_COMMENT);
+            }
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+        }
+        if this.done {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}

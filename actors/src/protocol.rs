@@ -1,0 +1,353 @@
+//! The `/ws/json` protocol: what clients send and what the server sends back.
+//!
+//! Client frames are JSON objects with a `type`: `ping`, `message`, `join {room, since?}`,
+//! `leave {room}`, `publish {room, data, id?}`, `presence {room}`, `typing {room}`. Unknown
+//! types and unknown fields are refused with an `error` frame; the connection stays open.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest room name.
+pub const MAX_ROOM_NAME_LEN: usize = 64;
+
+/// Longest client-chosen publish id echoed in `ack`.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// A frame a client sent on `/ws/json`.
+#[derive(Debug)]
+pub enum ClientMsg {
+    /// `{"type":"ping"}` → `pong`.
+    Ping,
+    /// `{"type":"message","content":...}` → `response` with `Received: <content>`.
+    Message {
+        /// What to echo back.
+        content: String,
+    },
+    /// Join a room; replay everything after `since` first.
+    Join {
+        /// The room.
+        room: String,
+        /// The last sequence number the client already has.
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Publish `data` to a room; `id` is echoed in the `ack`.
+    Publish {
+        /// The room.
+        room: String,
+        /// Any JSON value, kept as sent.
+        data: Box<RawValue>,
+        /// The client's id for this message.
+        id: Option<String>,
+    },
+    /// Ask for the room's members.
+    Presence {
+        /// The room.
+        room: String,
+    },
+    /// Tell the room this member is typing.
+    Typing {
+        /// The room.
+        room: String,
+    },
+}
+
+/// Why a client frame was refused; becomes an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolViolation {
+    /// Stable code: `invalid_json`, `missing_type`, `unknown_type`, `invalid_message`,
+    /// `invalid_room`.
+    pub code: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl ProtocolViolation {
+    /// A violation with a code and message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {
+    #[serde(rename = "type")]
+    _kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageFields {
+    #[serde(rename = "type")]
+    _kind: String,
+    content: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinFields {
+    #[serde(rename = "type")]
+    _kind: String,
+    room: String,
+    since: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomFields {
+    #[serde(rename = "type")]
+    _kind: String,
+    room: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishFields {
+    #[serde(rename = "type")]
+    _kind: String,
+    room: String,
+    data: Box<RawValue>,
+    id: Option<String>,
+}
+
+fn fields<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolViolation> {
+    serde_json::from_str(text).map_err(|e| ProtocolViolation::new("invalid_message", e.to_string()))
+}
+
+/// Parses one client frame.
+pub fn parse_client(text: &str) -> Result<ClientMsg, ProtocolViolation> {
+    let tag: Tag<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            ProtocolViolation::new(
+                "invalid_message",
+                "a frame must be a JSON object with a \"type\"",
+            )
+        } else {
+            ProtocolViolation::new("invalid_json", format!("malformed JSON: {e}"))
+        }
+    })?;
+    let kind = tag
+        .kind
+        .ok_or_else(|| ProtocolViolation::new("missing_type", "the frame has no \"type\""))?;
+    Ok(match kind.as_ref() {
+        "ping" => {
+            fields::<NoFields>(text)?;
+            ClientMsg::Ping
+        }
+        "message" => {
+            let f: MessageFields = fields(text)?;
+            let content = match f.content {
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+                None => "None".to_owned(),
+            };
+            ClientMsg::Message { content }
+        }
+        "join" => {
+            let f: JoinFields = fields(text)?;
+            ClientMsg::Join {
+                room: checked_room(f.room)?,
+                since: f.since,
+            }
+        }
+        "leave" => ClientMsg::Leave {
+            room: checked_room(fields::<RoomFields>(text)?.room)?,
+        },
+        "presence" => ClientMsg::Presence {
+            room: checked_room(fields::<RoomFields>(text)?.room)?,
+        },
+        "typing" => ClientMsg::Typing {
+            room: checked_room(fields::<RoomFields>(text)?.room)?,
+        },
+        "publish" => {
+            let f: PublishFields = fields(text)?;
+            if let Some(id) = &f.id {
+                if id.is_empty() || id.len() > MAX_CLIENT_ID_LEN {
+                    return Err(ProtocolViolation::new(
+                        "invalid_message",
+                        format!("id must be 1-{MAX_CLIENT_ID_LEN} characters"),
+                    ));
+                }
+            }
+            ClientMsg::Publish {
+                room: checked_room(f.room)?,
+                data: f.data,
+                id: f.id,
+            }
+        }
+        other => {
+            return Err(ProtocolViolation::new(
+                "unknown_type",
+                format!(
+                    "unknown type {other:?}; expected ping, message, join, leave, publish, presence or typing"
+                ),
+            ))
+        }
+    })
+}
+
+fn checked_room(room: String) -> Result<String, ProtocolViolation> {
+    validate_room(&room).map_err(|m| ProtocolViolation::new("invalid_room", m))?;
+    Ok(room)
+}
+
+/// Room names: 1–64 characters of ASCII letters, digits, `-`, `_`, `.` and `:`.
+pub fn validate_room(room: &str) -> Result<(), String> {
+    let ok = !room.is_empty()
+        && room.len() <= MAX_ROOM_NAME_LEN
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "room names are 1-{MAX_ROOM_NAME_LEN} characters of letters, digits, '-', '_', '.' and ':'"
+        ))
+    }
+}
+
+/// A member as others see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    /// The connection's id, unique across nodes.
+    pub id: String,
+    /// The member's name.
+    pub name: String,
+}
+
+/// Server frames other than room events (which the broker renders itself).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg<'a> {
+    /// Answer to `ping`.
+    Pong,
+    /// Answer to `message`.
+    Response {
+        /// `Received: <content>`.
+        data: String,
+    },
+    /// The member is in the room; `seq` is the room's last sequence number.
+    Joined {
+        /// The room.
+        room: &'a str,
+        /// The last sequence number assigned in the room.
+        seq: u64,
+    },
+    /// The member left the room.
+    Left {
+        /// The room.
+        room: &'a str,
+    },
+    /// A publish was accepted with this sequence number.
+    Ack {
+        /// The client's id.
+        id: &'a str,
+        /// The sequence number assigned.
+        seq: u64,
+    },
+    /// The room's members.
+    Presence {
+        /// The room.
+        room: &'a str,
+        /// Its members.
+        members: &'a [MemberView],
+    },
+    /// Someone joined.
+    MemberJoined {
+        /// The room.
+        room: &'a str,
+        /// Who.
+        member: &'a MemberView,
+    },
+    /// Someone left.
+    MemberLeft {
+        /// The room.
+        room: &'a str,
+        /// Who.
+        member: &'a MemberView,
+    },
+    /// Someone is typing.
+    Typing {
+        /// The room.
+        room: &'a str,
+        /// Who.
+        from: &'a str,
+    },
+    /// A refused frame or failed request; the connection stays open.
+    Error {
+        /// Stable code.
+        code: &'a str,
+        /// Human-readable detail.
+        message: &'a str,
+    },
+}
+
+impl ServerMsg<'_> {
+    /// The frame's JSON text.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("server frames serialise")
+    }
+}
+
+/// A room event as clients receive it (`event` frames, SSE data, history).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventFrame<'a> {
+    /// Always `event`.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// The room.
+    pub room: &'a str,
+    /// The room's sequence number for this event.
+    pub seq: u64,
+    /// The publisher's name.
+    pub from: &'a str,
+    /// The published JSON value.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+    /// When the event was accepted (RFC 3339, UTC, milliseconds).
+    pub ts: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        assert!(matches!(
+            parse_client(r#"{"type":"ping"}"#),
+            Ok(ClientMsg::Ping)
+        ));
+        assert!(matches!(
+            parse_client(r#"{"type":"join","room":"lobby","since":3}"#),
+            Ok(ClientMsg::Join { since: Some(3), .. })
+        ));
+        let code = |t: &str| parse_client(t).unwrap_err().code;
+        assert_eq!(code("{bad"), "invalid_json");
+        assert_eq!(code("[1]"), "invalid_message");
+        assert_eq!(code(r#"{"room":"x"}"#), "missing_type");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"join"}"#), "invalid_message");
+        assert_eq!(code(r#"{"type":"ping","extra":1}"#), "invalid_message");
+        assert_eq!(
+            code(r#"{"type":"join","room":"no spaces"}"#),
+            "invalid_room"
+        );
+        assert_eq!(code(r#"{"type":"publish","room":"a"}"#), "invalid_message");
+    }
+}

@@ -1,0 +1,494 @@
+//! The cross-node bus: Redis numbers room events, keeps their history and carries them to
+//! every node.
+//!
+//! Keys and channels, all prefixed with `APP_NAME`:
+//! - `{app}:room:{room}:seq` — the room's last sequence number (`INCR`);
+//! - `{app}:room:{room}:history` — a stream capped at `ROOM_HISTORY_SIZE` entries, entry id
+//!   `{seq}-1`, so `XRANGE` by sequence number is direct;
+//! - `{app}:room:{room}` — the pub/sub channel every node subscribes to (by pattern);
+//! - `{app}:presence:{room}` — a hash of member id → member, per room;
+//! - `{app}:node:{node}` — a key each live node refreshes; presence of dead nodes is ignored.
+//!
+//! A publish is one Lua script: `INCR` the sequence, `XADD` to history, `PUBLISH` to the
+//! channel. Redis runs scripts one at a time, so the order of the published messages is the
+//! order of the sequence numbers, and every subscriber sees each room in `seq` order.
+//!
+//! The subscription runs on one dedicated connection that reconnects by itself with a
+//! bounded backoff; the broker is told when it drops and comes back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use bb8_redis::redis::{self, AsyncCommands};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::protocol::MemberView;
+use crate::room_broker::{BusState, Remote, RoomBroker};
+use crate::stores::redis::RedisPool;
+
+/// Shortest wait before resubscribing after the bus connection drops.
+pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(200);
+/// Longest wait between resubscription attempts.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+/// How often this node refreshes its liveness key.
+pub const NODE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a node's liveness key lives without a refresh.
+pub const NODE_TTL_SECS: u64 = 30;
+
+const PUBLISH_SCRIPT: &str = r#"
+local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
+local msg = '{"seq":' .. seq .. ',' .. ARGV[3]
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-1', 'm', msg)
+redis.call('PUBLISH', KEYS[3], msg)
+return seq
+"#;
+
+/// Something that arrived on the bus.
+#[derive(Debug)]
+pub enum BusEvent {
+    /// A room event, numbered by Redis.
+    Event {
+        /// The room.
+        room: String,
+        /// Its sequence number.
+        seq: u64,
+        /// The publisher's name.
+        from: Arc<str>,
+        /// The published value.
+        data: Box<RawValue>,
+        /// When it was accepted.
+        ts: String,
+    },
+    /// A member joined on some node.
+    MemberJoined {
+        /// The room.
+        room: String,
+        /// Who.
+        member: MemberView,
+        /// The node it joined on.
+        node: String,
+    },
+    /// A member left on some node.
+    MemberLeft {
+        /// The room.
+        room: String,
+        /// Who.
+        member: MemberView,
+        /// The node it left from.
+        node: String,
+    },
+}
+
+/// What travels on a room channel.
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    k: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    #[serde(borrow, skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<MemberView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PresenceEntry {
+    id: String,
+    name: String,
+    node: String,
+}
+
+struct Inner {
+    client: redis::Client,
+    pool: RedisPool,
+    prefix: String,
+    node: String,
+    history_cap: usize,
+    timeout: Duration,
+    connected: AtomicBool,
+    script: redis::Script,
+}
+
+/// A handle on the bus; cheap to clone.
+#[derive(Clone)]
+pub struct RedisBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBus")
+            .field("prefix", &self.inner.prefix)
+            .field("node", &self.inner.node)
+            .finish()
+    }
+}
+
+fn parse_wire(room: String, payload: &[u8]) -> Option<BusEvent> {
+    let wire: Wire<'_> = serde_json::from_slice(payload).ok()?;
+    match wire.k {
+        "e" => Some(BusEvent::Event {
+            room,
+            seq: wire.seq?,
+            from: wire.from?.into(),
+            data: wire.data?.to_owned(),
+            ts: wire.ts?.to_owned(),
+        }),
+        "j" => Some(BusEvent::MemberJoined {
+            room,
+            member: wire.member?,
+            node: wire.node?.to_owned(),
+        }),
+        "l" => Some(BusEvent::MemberLeft {
+            room,
+            member: wire.member?,
+            node: wire.node?.to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+impl RedisBus {
+    /// A bus over `url`, with keys under `prefix` (`APP_NAME`), for node `node`.
+    pub fn new(
+        url: &str,
+        pool: RedisPool,
+        prefix: &str,
+        node: &str,
+        history_cap: usize,
+        timeout: Duration,
+    ) -> redis::RedisResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client: redis::Client::open(url)?,
+                pool,
+                prefix: prefix.to_owned(),
+                node: node.to_owned(),
+                history_cap: history_cap.max(1),
+                timeout,
+                connected: AtomicBool::new(false),
+                script: redis::Script::new(PUBLISH_SCRIPT),
+            }),
+        })
+    }
+
+    /// Whether the subscription is live now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether `node` is this node.
+    pub fn is_own(&self, node: &str) -> bool {
+        self.inner.node == node
+    }
+
+    fn channel(&self, room: &str) -> String {
+        format!("{}:room:{room}", self.inner.prefix)
+    }
+
+    fn history_key(&self, room: &str) -> String {
+        format!("{}:room:{room}:history", self.inner.prefix)
+    }
+
+    fn presence_key(&self, room: &str) -> String {
+        format!("{}:presence:{room}", self.inner.prefix)
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.inner.prefix)
+    }
+
+    async fn conn(
+        &self,
+    ) -> Result<bb8::PooledConnection<'_, bb8_redis::RedisConnectionManager>, String> {
+        self.inner.pool.get().await.map_err(|e| e.to_string())
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        tokio::time::timeout(self.inner.timeout, fut)
+            .await
+            .map_err(|_| format!("redis did not answer within {:?}", self.inner.timeout))?
+    }
+
+    /// Starts the subscription and the liveness refresh; events go to `broker`.
+    pub fn start(&self, broker: Addr<RoomBroker>) {
+        let bus = self.clone();
+        actix_rt::spawn(async move { bus.subscribe_forever(broker).await });
+        let bus = self.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(NODE_REFRESH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let key = bus.node_key(&bus.inner.node);
+                let _ = bus
+                    .timed(async {
+                        let mut c = bus.conn().await?;
+                        c.set_ex::<_, _, ()>(key, 1, NODE_TTL_SECS)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+            }
+        });
+    }
+
+    async fn subscribe_forever(&self, broker: Addr<RoomBroker>) {
+        let pattern = format!("{}:room:*", self.inner.prefix);
+        let channel_prefix = format!("{}:room:", self.inner.prefix);
+        let mut delay = RECONNECT_MIN_DELAY;
+        loop {
+            let connect = async {
+                let mut ps = self
+                    .inner
+                    .client
+                    .get_async_pubsub()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ps.psubscribe(&pattern).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(ps)
+            };
+            match self.timed(connect).await {
+                Ok(ps) => {
+                    log::info!("bus: subscribed to {pattern}");
+                    delay = RECONNECT_MIN_DELAY;
+                    self.inner.connected.store(true, Ordering::Relaxed);
+                    broker.do_send(BusState { connected: true });
+                    let mut stream = ps.into_on_message();
+                    while let Some(msg) = stream.next().await {
+                        let channel = msg.get_channel_name();
+                        let Some(room) = channel.strip_prefix(&channel_prefix) else {
+                            continue;
+                        };
+                        if let Some(ev) = parse_wire(room.to_owned(), msg.get_payload_bytes()) {
+                            broker.do_send(Remote(ev));
+                        }
+                    }
+                    log::warn!("bus: subscription lost; delivering locally until Redis is back");
+                }
+                Err(e) => log::warn!("bus: cannot subscribe ({e}); retrying in {delay:?}"),
+            }
+            if self.inner.connected.swap(false, Ordering::Relaxed) {
+                broker.do_send(BusState { connected: false });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        }
+    }
+
+    /// Numbers and broadcasts an event; resolves to its sequence number. `floor` is the last
+    /// sequence number this node saw in the room, so numbering never goes backwards after
+    /// events were numbered locally while Redis was away.
+    pub fn publish(
+        &self,
+        room: String,
+        from: Arc<str>,
+        data: Box<RawValue>,
+        ts: String,
+        floor: u64,
+    ) -> impl std::future::Future<Output = Result<u64, String>> + 'static {
+        let bus = self.clone();
+        async move {
+            let body = serde_json::to_string(&Wire {
+                seq: None,
+                k: "e",
+                from: Some(&from),
+                data: Some(&data),
+                ts: Some(&ts),
+                member: None,
+                node: None,
+            })
+            .map_err(|e| e.to_string())?;
+            // The script prepends `{"seq":N,`.
+            let rest = body[1..].to_owned();
+            bus.timed(async {
+                let mut c = bus.conn().await?;
+                bus.inner
+                    .script
+                    .key(format!("{}:room:{room}:seq", bus.inner.prefix))
+                    .key(bus.history_key(&room))
+                    .key(bus.channel(&room))
+                    .arg(floor)
+                    .arg(bus.inner.history_cap)
+                    .arg(rest)
+                    .invoke_async::<u64>(&mut *c)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        }
+    }
+
+    fn announce(&self, room: &str, member: &MemberView, joined: bool) {
+        let bus = self.clone();
+        let room = room.to_owned();
+        let member = member.clone();
+        actix_rt::spawn(async move {
+            let wire = serde_json::to_string(&Wire {
+                seq: None,
+                k: if joined { "j" } else { "l" },
+                from: None,
+                data: None,
+                ts: None,
+                member: Some(member.clone()),
+                node: Some(&bus.inner.node),
+            })
+            .expect("wire serialises");
+            let entry = serde_json::to_string(&PresenceEntry {
+                id: member.id.clone(),
+                name: member.name.clone(),
+                node: bus.inner.node.clone(),
+            })
+            .expect("entry serialises");
+            let result = bus
+                .timed(async {
+                    let mut c = bus.conn().await?;
+                    let mut pipe = redis::pipe();
+                    if joined {
+                        pipe.hset(bus.presence_key(&room), &member.id, entry)
+                            .ignore();
+                        pipe.set_ex(bus.node_key(&bus.inner.node), 1, NODE_TTL_SECS)
+                            .ignore();
+                    } else {
+                        pipe.hdel(bus.presence_key(&room), &member.id).ignore();
+                    }
+                    pipe.publish(bus.channel(&room), wire).ignore();
+                    pipe.query_async::<()>(&mut *c)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+            if let Err(e) = result {
+                log::debug!("bus: presence update for room={room} not stored: {e}");
+            }
+        });
+    }
+
+    /// Records a member in the room's presence and tells other nodes.
+    pub fn presence_joined(&self, room: &str, member: &MemberView) {
+        self.announce(room, member, true);
+    }
+
+    /// Removes a member from the room's presence and tells other nodes.
+    pub fn presence_left(&self, room: &str, member: &MemberView) {
+        self.announce(room, member, false);
+    }
+
+    /// The room's members on every live node.
+    pub async fn presence(&self, room: &str) -> Result<Vec<MemberView>, String> {
+        let key = self.presence_key(room);
+        self.timed(async {
+            let mut c = self.conn().await?;
+            let entries: Vec<(String, String)> =
+                c.hgetall(&key).await.map_err(|e| e.to_string())?;
+            let entries: Vec<PresenceEntry> = entries
+                .into_iter()
+                .filter_map(|(_, v)| serde_json::from_str(&v).ok())
+                .collect();
+            let mut nodes: Vec<&str> = entries.iter().map(|e| e.node.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            let mut live = Vec::new();
+            for node in nodes {
+                let alive: bool = c
+                    .exists(self.node_key(node))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if alive {
+                    live.push(node.to_owned());
+                }
+            }
+            let mut members = Vec::new();
+            for e in entries {
+                if live.contains(&e.node) {
+                    members.push(MemberView {
+                        id: e.id,
+                        name: e.name,
+                    });
+                } else {
+                    // A node that died without cleaning up: forget its members.
+                    let _: Result<(), _> = c.hdel(&key, &e.id).await;
+                }
+            }
+            members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            Ok(members)
+        })
+        .await
+    }
+
+    /// Events of `room` with `seq > since` from the Redis history, oldest first.
+    pub async fn history(
+        &self,
+        room: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<BusEvent>, String> {
+        let key = self.history_key(room);
+        self.timed(async {
+            let mut c = self.conn().await?;
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("{}-0", since + 1))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut *c)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(reply
+                .ids
+                .into_iter()
+                .filter_map(|entry| {
+                    let payload: Vec<u8> = entry.get("m")?;
+                    parse_wire(room.to_owned(), &payload)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// The last sequence number of `room` in Redis.
+    pub async fn last_seq(&self, room: &str) -> Result<u64, String> {
+        let key = format!("{}:room:{room}:seq", self.inner.prefix);
+        self.timed(async {
+            let mut c = self.conn().await?;
+            let seq: Option<u64> = c.get(key).await.map_err(|e| e.to_string())?;
+            Ok(seq.unwrap_or(0))
+        })
+        .await
+    }
+
+    /// For each `(room, last seq seen)`, the events published since (best effort).
+    pub async fn catch_up(&self, rooms: Vec<(String, u64)>) -> Vec<BusEvent> {
+        let mut events = Vec::new();
+        for (room, seq) in rooms {
+            match self.history(&room, seq, self.inner.history_cap).await {
+                Ok(mut evs) => events.append(&mut evs),
+                Err(e) => log::warn!("bus: catch-up of room={room} failed: {e}"),
+            }
+        }
+        events
+    }
+
+    /// The history cap (`ROOM_HISTORY_SIZE`).
+    pub fn history_cap(&self) -> usize {
+        self.inner.history_cap
+    }
+}

@@ -1,0 +1,545 @@
+//! `WsSession`: one actor per WebSocket connection.
+//!
+//! The session reads the client's frames (decoded by [`crate::inbound::WsInStream`]),
+//! enforces the per-connection limits, answers the seed's endpoints and the `/ws/json`
+//! protocol, and sends the `RoomBroker` typed messages. Everything it sends to its client
+//! goes through its bounded [`Outbound`] queue, the same queue the broker fans room events
+//! into, so a client's frames keep their order and a client that stops reading is dropped
+//! instead of growing the server.
+//!
+//! Limits (all from configuration): frames and reassembled messages up to
+//! `max_message_bytes` (close 1009 beyond); invalid UTF-8 closes with 1007; a token-bucket
+//! message rate (error frames, then close 1008 on a sustained flood); a cap on rooms per
+//! connection; a heartbeat ping every `heartbeat` and a close when the client has been
+//! silent for `client_timeout`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
+use bytes::{Bytes, BytesMut};
+
+use crate::metrics::RealtimeMetrics;
+use crate::outbound::{OutFrame, Outbound, SendError};
+use crate::protocol::{parse_client, ClientMsg, ServerMsg};
+use crate::room_broker::{
+    BrokerHandle, Connect, Disconnect, Evicted, Format, GetPresence, Join, Leave, MemberId,
+    Publish, Subscriber, Typing,
+};
+
+/// The room the seed's `/ws/chat/{client_id}` endpoint talks in.
+pub const CHAT_ROOM: &str = "chat";
+
+/// Per-connection limits and timings; from configuration.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Ping interval (`WS_HEARTBEAT_INTERVAL_MS`).
+    pub heartbeat: Duration,
+    /// A client silent this long is disconnected (`WS_CLIENT_TIMEOUT_MS`).
+    pub client_timeout: Duration,
+    /// Largest frame or reassembled message (`WS_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+    /// Sustained messages per second allowed (`WS_RATE_PER_SEC`).
+    pub rate_per_sec: u32,
+    /// Messages allowed in a burst (`WS_RATE_BURST`).
+    pub rate_burst: u32,
+    /// Refused messages within one second that close the connection (`WS_FLOOD_LIMIT`).
+    pub flood_limit: u32,
+    /// Rooms one connection may join (`WS_MAX_ROOMS_PER_CONNECTION`).
+    pub max_rooms: usize,
+    /// Whether connections without a token may publish (refused in production).
+    pub anonymous_publish: bool,
+}
+
+/// Which endpoint the connection came in on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionKind {
+    /// `/ws`: `Echo: <text>`.
+    Echo,
+    /// `/ws/authenticated`: `Welcome <name>`, then `<name>: <text>`.
+    Authenticated,
+    /// `/ws/chat/{client_id}`: the shared chat room, plain text.
+    Chat,
+    /// `/ws/json`: the JSON protocol with rooms.
+    Json,
+}
+
+/// A token bucket with a flood detector.
+#[derive(Debug)]
+struct RateLimiter {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+    refused: u32,
+    window: Instant,
+    flood_limit: u32,
+}
+
+enum Verdict {
+    Allow,
+    Refuse,
+    Flood,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32, flood_limit: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            tokens: f64::from(burst.max(1)),
+            last: now,
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            refused: 0,
+            window: now,
+            flood_limit,
+        }
+    }
+
+    fn check(&mut self) -> Verdict {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Verdict::Allow;
+        }
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.refused = 0;
+        }
+        self.refused += 1;
+        if self.refused > self.flood_limit {
+            Verdict::Flood
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+/// A message being reassembled from continuation frames.
+struct Fragment {
+    text: bool,
+    buf: BytesMut,
+}
+
+/// The session actor.
+pub struct WsSession {
+    id: MemberId,
+    name: Arc<str>,
+    kind: SessionKind,
+    out: Outbound,
+    broker: BrokerHandle,
+    config: Arc<SessionConfig>,
+    metrics: RealtimeMetrics,
+    authenticated: bool,
+    last_seen: Instant,
+    rooms: HashSet<String>,
+    limiter: RateLimiter,
+    fragment: Option<Fragment>,
+    closing: bool,
+}
+
+impl WsSession {
+    /// A session for connection `id`, user `name`, on endpoint `kind`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: MemberId,
+        name: Arc<str>,
+        authenticated: bool,
+        kind: SessionKind,
+        out: Outbound,
+        broker: BrokerHandle,
+        config: Arc<SessionConfig>,
+        metrics: RealtimeMetrics,
+    ) -> Self {
+        let limiter = RateLimiter::new(config.rate_per_sec, config.rate_burst, config.flood_limit);
+        Self {
+            id,
+            name,
+            kind,
+            out,
+            broker,
+            config,
+            metrics,
+            authenticated,
+            last_seen: Instant::now(),
+            rooms: HashSet::new(),
+            limiter,
+            fragment: None,
+            closing: false,
+        }
+    }
+
+    fn subscriber(&self, ctx: &Context<Self>, format: Format) -> Subscriber {
+        Subscriber {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            out: self.out.clone(),
+            format,
+            visible: true,
+            session: Some(ctx.address().recipient()),
+        }
+    }
+
+    /// Queues a frame; a full queue means the client stopped reading.
+    fn send(&mut self, ctx: &mut Context<Self>, text: String) {
+        match self.out.text(text) {
+            Ok(()) => {}
+            Err(SendError::Full) => {
+                self.metrics.slow_clients_dropped.inc();
+                self.out.evict();
+                ctx.stop();
+            }
+            Err(SendError::Closed) => ctx.stop(),
+        }
+    }
+
+    fn error(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
+        self.metrics.bad_frames.inc();
+        let text = match self.kind {
+            SessionKind::Json => ServerMsg::Error { code, message }.to_text(),
+            _ => format!("error: {message}"),
+        };
+        self.send(ctx, text);
+    }
+
+    /// Sends a close frame and stops.
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
+        if !self.closing {
+            self.closing = true;
+            if self.out.try_send(OutFrame::Close(code, reason.to_owned())) == Err(SendError::Full) {
+                self.out.evict();
+            }
+        }
+        ctx.stop();
+    }
+
+    fn on_text(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            // RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection with 1007.
+            self.close(ctx, CloseCode::Invalid, "invalid UTF-8 in a text frame");
+            return;
+        };
+        match self.limiter.check() {
+            Verdict::Allow => {}
+            Verdict::Refuse => {
+                self.error(ctx, "rate_limited", "too many messages; slow down");
+                return;
+            }
+            Verdict::Flood => {
+                self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
+                return;
+            }
+        }
+        match self.kind {
+            SessionKind::Echo => self.send(ctx, format!("Echo: {text}")),
+            SessionKind::Authenticated => {
+                let line = format!("{}: {text}", self.name);
+                self.send(ctx, line);
+            }
+            SessionKind::Chat => {
+                let line = format!("Client {}: {text}", self.name);
+                self.publish_chat(ctx, line);
+            }
+            SessionKind::Json => self.on_json(text, ctx),
+        }
+    }
+
+    fn publish_chat(&mut self, ctx: &mut Context<Self>, line: String) {
+        let data = serde_json::value::to_raw_value(&line).expect("a string serialises");
+        let msg = Publish {
+            room: CHAT_ROOM.to_owned(),
+            from: self.name.clone(),
+            data,
+            ack: None,
+        };
+        if self.broker.try_send(msg).is_err() {
+            self.error(ctx, "overloaded", "the server is overloaded; try again");
+        }
+    }
+
+    fn overloaded(&mut self, ctx: &mut Context<Self>) {
+        self.error(ctx, "overloaded", "the server is overloaded; try again");
+    }
+
+    fn on_json(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let msg = match parse_client(text) {
+            Ok(m) => m,
+            Err(v) => {
+                self.error(ctx, v.code, &v.message);
+                return;
+            }
+        };
+        match msg {
+            ClientMsg::Ping => self.send(ctx, ServerMsg::Pong.to_text()),
+            ClientMsg::Message { content } => {
+                let text = ServerMsg::Response {
+                    data: format!("Received: {content}"),
+                }
+                .to_text();
+                self.send(ctx, text);
+            }
+            ClientMsg::Join { room, since } => {
+                if !self.rooms.contains(&room) && self.rooms.len() >= self.config.max_rooms {
+                    let message = format!(
+                        "a connection may join at most {} rooms",
+                        self.config.max_rooms
+                    );
+                    self.error(ctx, "too_many_rooms", &message);
+                    return;
+                }
+                let join = Join {
+                    room: room.clone(),
+                    subscriber: self.subscriber(ctx, Format::Json),
+                    since,
+                };
+                if self.broker.try_send(join).is_ok() {
+                    self.rooms.insert(room);
+                } else {
+                    self.overloaded(ctx);
+                }
+            }
+            ClientMsg::Leave { room } => {
+                if !self.rooms.contains(&room) {
+                    self.error(ctx, "not_joined", &format!("not in room {room:?}"));
+                    return;
+                }
+                let leave = Leave {
+                    room: room.clone(),
+                    member: self.id.clone(),
+                    confirm: true,
+                };
+                if self.broker.try_send(leave).is_ok() {
+                    self.rooms.remove(&room);
+                } else {
+                    self.overloaded(ctx);
+                }
+            }
+            ClientMsg::Publish { room, data, id } => {
+                if !self.authenticated && !self.config.anonymous_publish {
+                    self.error(
+                        ctx,
+                        "unauthorized",
+                        "publishing needs a token: connect with ?token=<JWT>",
+                    );
+                    return;
+                }
+                let publish = Publish {
+                    room,
+                    from: self.name.clone(),
+                    data,
+                    ack: id.map(|id| (id, self.out.clone())),
+                };
+                if self.broker.try_send(publish).is_err() {
+                    self.overloaded(ctx);
+                }
+            }
+            ClientMsg::Presence { room } => {
+                let msg = GetPresence {
+                    room,
+                    reply_to: Some(self.out.clone()),
+                };
+                if self.broker.try_send(msg).is_err() {
+                    self.overloaded(ctx);
+                }
+            }
+            ClientMsg::Typing { room } => {
+                if !self.rooms.contains(&room) {
+                    self.error(ctx, "not_joined", &format!("not in room {room:?}"));
+                    return;
+                }
+                let msg = Typing {
+                    room,
+                    member: self.id.clone(),
+                };
+                if self.broker.try_send(msg).is_err() {
+                    self.overloaded(ctx);
+                }
+            }
+        }
+    }
+
+    fn on_binary(&mut self, ctx: &mut Context<Self>) {
+        self.error(
+            ctx,
+            "unsupported",
+            "binary frames are not supported; send JSON text frames",
+        );
+    }
+}
+
+impl Actor for WsSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.metrics.ws_connections.inc();
+        self.broker.do_send(Connect {
+            member: self.id.clone(),
+            out: self.out.clone(),
+            session: ctx.address().recipient(),
+        });
+        ctx.run_interval(self.config.heartbeat, |this, ctx| {
+            if this.last_seen.elapsed() > this.config.client_timeout {
+                log::debug!("member={} silent too long; closing", this.id);
+                this.close(ctx, CloseCode::Away, "no response to heartbeat");
+                return;
+            }
+            if this.out.try_send(OutFrame::Ping) == Err(SendError::Full) {
+                this.metrics.slow_clients_dropped.inc();
+                this.out.evict();
+                ctx.stop();
+            }
+        });
+        match self.kind {
+            SessionKind::Authenticated => {
+                let welcome = format!("Welcome {}", self.name);
+                self.send(ctx, welcome);
+            }
+            SessionKind::Chat => {
+                self.broker.do_send(Join {
+                    room: CHAT_ROOM.to_owned(),
+                    subscriber: self.subscriber(ctx, Format::Text),
+                    since: None,
+                });
+                self.rooms.insert(CHAT_ROOM.to_owned());
+                let line = format!("Client {} joined the chat", self.name);
+                self.publish_chat(ctx, line);
+            }
+            SessionKind::Echo | SessionKind::Json => {}
+        }
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if self.kind == SessionKind::Chat {
+            self.broker.do_send(Leave {
+                room: CHAT_ROOM.to_owned(),
+                member: self.id.clone(),
+                confirm: false,
+            });
+            let line = format!("Client {} left the chat", self.name);
+            let data = serde_json::value::to_raw_value(&line).expect("a string serialises");
+            self.broker.do_send(Publish {
+                room: CHAT_ROOM.to_owned(),
+                from: self.name.clone(),
+                data,
+                ack: None,
+            });
+        }
+        self.broker.do_send(Disconnect {
+            member: self.id.clone(),
+        });
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.ws_connections.dec();
+    }
+}
+
+impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        self.last_seen = Instant::now();
+        let max = self.config.max_message_bytes;
+        match item {
+            Err(ProtocolError::Overflow) => self.close(
+                ctx,
+                CloseCode::Size,
+                &format!("message larger than {max} bytes"),
+            ),
+            Err(e) => self.close(ctx, CloseCode::Protocol, &e.to_string()),
+            Ok(Frame::Text(bytes)) => {
+                if self.fragment.is_some() {
+                    self.close(
+                        ctx,
+                        CloseCode::Protocol,
+                        "new message inside a fragmented one",
+                    );
+                } else {
+                    self.on_text(bytes, ctx);
+                }
+            }
+            Ok(Frame::Binary(_)) => {
+                if self.fragment.is_some() {
+                    self.close(
+                        ctx,
+                        CloseCode::Protocol,
+                        "new message inside a fragmented one",
+                    );
+                } else {
+                    self.on_binary(ctx);
+                }
+            }
+            Ok(Frame::Continuation(item)) => {
+                let (first, chunk, last) = match item {
+                    Item::FirstText(b) => (Some(true), b, false),
+                    Item::FirstBinary(b) => (Some(false), b, false),
+                    Item::Continue(b) => (None, b, false),
+                    Item::Last(b) => (None, b, true),
+                };
+                match (first, self.fragment.as_mut()) {
+                    (Some(text), None) => {
+                        self.fragment = Some(Fragment {
+                            text,
+                            buf: BytesMut::from(&chunk[..]),
+                        })
+                    }
+                    (None, Some(f)) => f.buf.extend_from_slice(&chunk),
+                    _ => {
+                        self.close(ctx, CloseCode::Protocol, "unexpected continuation frame");
+                        return;
+                    }
+                }
+                if self.fragment.as_ref().is_some_and(|f| f.buf.len() > max) {
+                    self.close(
+                        ctx,
+                        CloseCode::Size,
+                        &format!("message larger than {max} bytes"),
+                    );
+                    return;
+                }
+                if last {
+                    let f = self.fragment.take().expect("fragment in progress");
+                    if f.text {
+                        self.on_text(f.buf.freeze(), ctx);
+                    } else {
+                        self.on_binary(ctx);
+                    }
+                }
+            }
+            Ok(Frame::Ping(payload)) => {
+                if self.out.try_send(OutFrame::Pong(payload)) == Err(SendError::Full) {
+                    self.out.evict();
+                    ctx.stop();
+                }
+            }
+            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Close(reason)) => {
+                let code = reason.map(|r| r.code).unwrap_or(CloseCode::Normal);
+                self.closing = true;
+                let _ = self.out.try_send(OutFrame::Close(code, String::new()));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Evicted> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evicted, ctx: &mut Self::Context) {
+        log::info!("member={} disconnected: {}", self.id, msg.reason);
+        self.closing = true;
+        ctx.stop();
+    }
+}

@@ -1,0 +1,212 @@
+//! Rooms over REST: publish, history, presence and the list of rooms. Every handler sends
+//! the `RoomBroker` a message and renders its reply.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use courier_actors::protocol::{validate_room, MemberView};
+use courier_actors::room_broker::{GetHistory, GetPresence, ListRooms, Publish, RoomSummary};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth;
+use crate::error::{AppError, ErrorBody};
+use crate::state::AppState;
+
+/// Events returned by one history request unless `limit` says otherwise.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// Most events one history request returns.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+fn room_name(path: web::Path<String>) -> Result<String, AppError> {
+    let room = path.into_inner();
+    validate_room(&room).map_err(AppError::BadRequest)?;
+    Ok(room)
+}
+
+fn broker_down(e: impl std::fmt::Display) -> AppError {
+    AppError::Unavailable(format!("the room broker is unavailable: {e}"))
+}
+
+/// A message to publish.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    /// Any JSON value; subscribers receive it as the event's `data`.
+    #[schema(value_type = Object)]
+    data: Box<RawValue>,
+}
+
+/// A published message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Published {
+    /// The room.
+    room: String,
+    /// The sequence number the message got.
+    seq: u64,
+}
+
+/// Publishes to a room (needs a token: `Authorization: Bearer` or `?token=`). WebSocket
+/// and SSE subscribers on every node receive it.
+#[utoipa::path(
+    post, path = "/rooms/{room}/messages", tag = "rooms",
+    params(("room" = String, Path, description = "Room name")),
+    request_body = PublishBody,
+    responses(
+        (status = 201, description = "Published", body = Published),
+        (status = 400, description = "Bad room name or body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 413, description = "Message larger than WS_MAX_MESSAGE_BYTES", body = ErrorBody),
+        (status = 503, description = "Broker overloaded", body = ErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+pub async fn publish(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<PublishBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let claims =
+        auth::user_from_request(&state.config.jwt_secret, &req)?.ok_or(auth::AuthError::Missing)?;
+    let room = room_name(path)?;
+    let data = body.into_inner().data;
+    let max = state.config.realtime.max_message_bytes;
+    if data.get().len() > max {
+        return Err(AppError::PayloadTooLarge(format!(
+            "data is {} bytes; the limit is {max} bytes",
+            data.get().len()
+        )));
+    }
+    let seq = state
+        .realtime
+        .broker
+        .send(Publish {
+            room: room.clone(),
+            from: claims.sub.into(),
+            data,
+            ack: None,
+        })
+        .await
+        .map_err(broker_down)?
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    Ok(HttpResponse::Created().json(Published { room, seq }))
+}
+
+/// Query of `/rooms/{room}/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only events after this sequence number (default 0: from the oldest kept).
+    since: Option<u64>,
+    /// At most this many, 1–1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// The room's recent events after `since`, oldest first (`ROOM_HISTORY_SIZE` are kept).
+#[utoipa::path(
+    get, path = "/rooms/{room}/history", tag = "rooms",
+    params(("room" = String, Path, description = "Room name"), HistoryQuery),
+    responses(
+        (status = 200, description = "`{\"room\": ..., \"events\": [event, ...]}`", body = Object),
+        (status = 400, description = "Bad room name or query", body = ErrorBody),
+        (status = 422, description = "limit out of range", body = ErrorBody)
+    )
+)]
+pub async fn history(
+    path: web::Path<String>,
+    q: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let room = room_name(path)?;
+    let limit = q.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return Err(AppError::Unprocessable(format!(
+            "limit must be between 1 and {MAX_HISTORY_LIMIT}"
+        )));
+    }
+    let events = state
+        .realtime
+        .broker
+        .send(GetHistory {
+            room: room.clone(),
+            since: q.since.unwrap_or(0),
+            limit,
+        })
+        .await
+        .map_err(broker_down)?;
+    // The events are already JSON; join them without parsing them again.
+    let mut body = String::with_capacity(64 + events.iter().map(|e| e.len() + 1).sum::<usize>());
+    body.push_str("{\"room\":");
+    body.push_str(&serde_json::to_string(&room).expect("a string serialises"));
+    body.push_str(",\"events\":[");
+    for (i, ev) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(ev);
+    }
+    body.push_str("]}");
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// The members of a room.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Presence {
+    /// The room.
+    room: String,
+    /// Its members (with Redis: on every node).
+    #[schema(value_type = Vec<Object>)]
+    members: Vec<MemberView>,
+}
+
+/// Who is in the room.
+#[utoipa::path(
+    get, path = "/rooms/{room}/presence", tag = "rooms",
+    params(("room" = String, Path, description = "Room name")),
+    responses(
+        (status = 200, description = "The room's members", body = Presence),
+        (status = 400, description = "Bad room name", body = ErrorBody)
+    )
+)]
+pub async fn presence(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Presence>, AppError> {
+    let room = room_name(path)?;
+    let members = state
+        .realtime
+        .broker
+        .send(GetPresence {
+            room: room.clone(),
+            reply_to: None,
+        })
+        .await
+        .map_err(broker_down)?;
+    Ok(web::Json(Presence { room, members }))
+}
+
+/// Every room this node knows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rooms {
+    /// Rooms with their member counts and last sequence numbers.
+    #[schema(value_type = Vec<Object>)]
+    rooms: Vec<RoomSummary>,
+}
+
+/// The rooms with member counts (this node's connections) and last sequence numbers.
+#[utoipa::path(
+    get, path = "/rooms", tag = "rooms",
+    responses((status = 200, description = "The rooms", body = Rooms))
+)]
+pub async fn list(state: web::Data<AppState>) -> Result<web::Json<Rooms>, AppError> {
+    let rooms = state
+        .realtime
+        .broker
+        .send(ListRooms)
+        .await
+        .map_err(broker_down)?;
+    Ok(web::Json(Rooms { rooms }))
+}

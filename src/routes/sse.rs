@@ -1,0 +1,221 @@
+//! Server-Sent Events: the seed's `/sse`, `/sse/updates` and `/sse/heartbeat`, and each
+//! room as a resumable stream at `/rooms/{room}/events`.
+//!
+//! Every stream is a bounded queue drained by the response body, with a keep-alive comment
+//! when quiet. When the client goes away the body is dropped and the subscriber is removed
+//! from its actor at once.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use courier_actors::outbound::{queue, QueueLimits, SseOutStream};
+use courier_actors::protocol::validate_room;
+use courier_actors::room_broker::{Disconnect, Format, Join, Subscriber};
+use courier_actors::sse_feed::{Subscribe, Topic, Unsubscribe};
+use futures_util::stream;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{AppError, ErrorBody};
+use crate::state::AppState;
+
+/// How long an EventSource waits before reconnecting (sent as `retry:`).
+pub const SSE_RETRY_MS: u64 = 3000;
+/// Default number of `/sse` messages (the seed's ten).
+pub const DEFAULT_SSE_COUNT: u32 = 10;
+/// Most `/sse` messages a client may ask for.
+pub const MAX_SSE_COUNT: u32 = 1000;
+
+fn sse_response(body: SseOutStream) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}
+
+fn limits(state: &AppState) -> QueueLimits {
+    QueueLimits {
+        messages: state.config.realtime.outbound_messages,
+        bytes: state.config.realtime.outbound_bytes,
+    }
+}
+
+/// Query of `/sse`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SseQuery {
+    /// Messages to send, 1–1000 (default 10).
+    count: Option<u32>,
+    /// Milliseconds between messages, 0–10000 (default `SSE_DEMO_INTERVAL_MS`, 1000).
+    interval_ms: Option<u64>,
+}
+
+/// The seed's stream: ten `message` events, `Message 0` … `Message 9`, one per second.
+#[utoipa::path(
+    get, path = "/sse", tag = "realtime", params(SseQuery),
+    responses(
+        (status = 200, description = "text/event-stream of `message` events", content_type = "text/event-stream"),
+        (status = 422, description = "count or interval out of range", body = ErrorBody)
+    )
+)]
+pub async fn sse_demo(
+    q: web::Query<SseQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let count = q.count.unwrap_or(DEFAULT_SSE_COUNT);
+    if !(1..=MAX_SSE_COUNT).contains(&count) {
+        return Err(AppError::Unprocessable(format!(
+            "count must be between 1 and {MAX_SSE_COUNT}"
+        )));
+    }
+    let interval = match q.interval_ms {
+        Some(ms) if ms > 10_000 => {
+            return Err(AppError::Unprocessable(
+                "interval_ms must be between 0 and 10000".into(),
+            ))
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => state.config.realtime.sse_demo_interval,
+    };
+    let gauge = state.realtime.metrics.sse_connections.clone();
+    gauge.inc();
+    let guard = GaugeGuard(gauge);
+    let events = stream::unfold((0u32, guard), move |(i, guard)| async move {
+        if i >= count {
+            return None;
+        }
+        if !interval.is_zero() {
+            actix_rt::time::sleep(interval).await;
+        }
+        let chunk = web::Bytes::from(format!("event: message\ndata: Message {i}\n\n"));
+        Some((Ok::<_, std::io::Error>(chunk), (i + 1, guard)))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(events))
+}
+
+/// Decrements a gauge when dropped.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn feed_stream(state: &AppState, topic: Topic) -> HttpResponse {
+    let rt = &state.realtime;
+    let (out, inbox) = queue(limits(state));
+    let _ = out.text(format!("retry: {SSE_RETRY_MS}\n\n"));
+    let id = rt.next_number();
+    let feed = rt.feed.clone();
+    let metrics = rt.metrics.clone();
+    metrics.sse_connections.inc();
+    metrics.feed_mailbox.inc();
+    feed.do_send(Subscribe { topic, id, out });
+    let body = SseOutStream::new(
+        inbox,
+        Some(state.config.realtime.sse_keepalive),
+        move || {
+            metrics.sse_connections.dec();
+            metrics.feed_mailbox.inc();
+            feed.do_send(Unsubscribe { id });
+        },
+    );
+    sse_response(body)
+}
+
+/// What happens in the server, live: members joining and leaving rooms, room activity
+/// (coalesced per room), job events. Event name `update`, data a JSON object with `kind`.
+#[utoipa::path(
+    get, path = "/sse/updates", tag = "realtime",
+    responses((status = 200, description = "text/event-stream of `update` events", content_type = "text/event-stream"))
+)]
+pub async fn sse_updates(state: web::Data<AppState>) -> HttpResponse {
+    feed_stream(&state, Topic::Updates)
+}
+
+/// A `heartbeat` event with the ISO-8601 time every `SSE_HEARTBEAT_INTERVAL_MS` (30 s).
+#[utoipa::path(
+    get, path = "/sse/heartbeat", tag = "realtime",
+    responses((status = 200, description = "text/event-stream of `heartbeat` events", content_type = "text/event-stream"))
+)]
+pub async fn sse_heartbeat(state: web::Data<AppState>) -> HttpResponse {
+    feed_stream(&state, Topic::Heartbeat)
+}
+
+/// Query of `/rooms/{room}/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RoomEventsQuery {
+    /// Replay events after this sequence number (like `Last-Event-ID`, which wins).
+    since: Option<u64>,
+}
+
+/// A room as SSE: `id: <seq>`, `event: message`, `data: <event JSON>`; replays everything
+/// after `Last-Event-ID` (or `?since=`) first.
+#[utoipa::path(
+    get, path = "/rooms/{room}/events", tag = "rooms",
+    params(("room" = String, Path, description = "Room name"), RoomEventsQuery),
+    responses(
+        (status = 200, description = "text/event-stream of the room's events", content_type = "text/event-stream"),
+        (status = 400, description = "Bad room name or Last-Event-ID", body = ErrorBody)
+    )
+)]
+pub async fn room_events(
+    req: HttpRequest,
+    path: web::Path<String>,
+    q: web::Query<RoomEventsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let room = path.into_inner();
+    validate_room(&room).map_err(AppError::BadRequest)?;
+    let since = match req.headers().get("Last-Event-ID") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    AppError::BadRequest("Last-Event-ID must be a sequence number".into())
+                })?,
+        ),
+        None => q.since,
+    };
+    let rt = &state.realtime;
+    let (out, inbox) = queue(limits(&state));
+    let _ = out.text(format!("retry: {SSE_RETRY_MS}\n\n"));
+    let member = rt.next_member_id();
+    let subscriber = Subscriber {
+        id: member.clone(),
+        name: "sse".into(),
+        out,
+        format: Format::Sse,
+        visible: false,
+        session: None,
+    };
+    rt.broker
+        .try_send(Join {
+            room,
+            subscriber,
+            since,
+        })
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    let broker = rt.broker.clone();
+    let metrics = rt.metrics.clone();
+    metrics.sse_connections.inc();
+    let body = SseOutStream::new(
+        inbox,
+        Some(state.config.realtime.sse_keepalive),
+        move || {
+            metrics.sse_connections.dec();
+            broker.do_send(Disconnect { member });
+        },
+    );
+    Ok(sse_response(body))
+}
