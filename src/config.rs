@@ -242,6 +242,8 @@ pub struct RealtimeConfig {
     pub typing_interval: Duration,
     /// `BROKER_MAILBOX_CAPACITY`: messages the broker queues before senders get `overloaded`.
     pub broker_mailbox: usize,
+    /// `PRESENCE_EVENTS_MAX_MEMBERS`: bigger rooms send no `member_joined`/`member_left`.
+    pub presence_events_max_members: usize,
     /// `SSE_HEARTBEAT_INTERVAL_MS`: interval of `/sse/heartbeat` events.
     pub sse_heartbeat: Duration,
     /// `SSE_KEEPALIVE_INTERVAL_MS`: a quiet SSE stream gets a comment this often.
@@ -582,6 +584,7 @@ const KNOWN_KEYS: &[&str] = &[
     "room_idle_secs",
     "typing_interval_ms",
     "broker_mailbox_capacity",
+    "presence_events_max_members",
     "sse_heartbeat_interval_ms",
     "sse_keepalive_interval_ms",
     "sse_demo_interval_ms",
@@ -894,6 +897,11 @@ impl Resolver {
             room_idle: self.secs("ROOM_IDLE_SECS", 1, 30 * 86_400)?,
             typing_interval: self.millis("TYPING_INTERVAL_MS", 0, 60_000)?,
             broker_mailbox: self.integer("BROKER_MAILBOX_CAPACITY", 16, 10_000_000)? as usize,
+            presence_events_max_members: self.integer(
+                "PRESENCE_EVENTS_MAX_MEMBERS",
+                0,
+                10_000_000,
+            )? as usize,
             sse_heartbeat: self.millis("SSE_HEARTBEAT_INTERVAL_MS", 10, 3_600_000)?,
             sse_keepalive: self.millis("SSE_KEEPALIVE_INTERVAL_MS", 10, 3_600_000)?,
             sse_demo_interval: self.millis("SSE_DEMO_INTERVAL_MS", 0, 60_000)?,

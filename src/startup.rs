@@ -295,6 +295,7 @@ fn start_realtime(
             typing_interval: rt.typing_interval,
             room_idle: rt.room_idle,
             mailbox_capacity: rt.broker_mailbox,
+            presence_events_max_members: rt.presence_events_max_members,
         },
         realtime_metrics.clone(),
         Some(feed.clone()),

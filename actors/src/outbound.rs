@@ -168,6 +168,11 @@ impl Outbound {
 }
 
 impl Inbox {
+    /// Whether the queue's client was evicted as too slow.
+    fn evicted(&self) -> bool {
+        self.shared.evicted.load(Ordering::Relaxed)
+    }
+
     /// Polls the next frame; `None` once evicted or every sender is gone.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<OutFrame>> {
         self.shared.waker.register(cx.waker());
@@ -238,6 +243,17 @@ impl Stream for WsOutStream {
                 }
                 Poll::Ready(None) => {
                     this.done = true;
+                    if this.inbox.evicted() {
+                        // What was queued is dropped; a client that reads again learns why.
+                        this.buf.clear();
+                        let reason = CloseReason {
+                            code: CloseCode::Policy,
+                            description: Some(SLOW_CONSUMER_REASON.to_owned()),
+                        };
+                        let _ = this
+                            .codec
+                            .encode(Message::Close(Some(reason)), &mut this.buf);
+                    }
                     break;
                 }
                 Poll::Pending => break,
@@ -253,6 +269,9 @@ impl Stream for WsOutStream {
         }
     }
 }
+
+/// The close reason (code 1008) a client evicted as too slow receives, if it reads again.
+pub const SLOW_CONSUMER_REASON: &str = "too slow: outbound queue full";
 
 /// An SSE response body: queued texts are already formatted events.
 pub struct SseOutStream {

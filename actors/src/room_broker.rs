@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     pub room_idle: Duration,
     /// Mailbox capacity; senders that find it full get an `overloaded` error.
     pub mailbox_capacity: usize,
+    /// Rooms with more members than this send no `member_joined`/`member_left` frames
+    /// (each would go to every member: quadratic work as a big room fills); clients ask
+    /// for `presence` instead (`PRESENCE_EVENTS_MAX_MEMBERS`).
+    pub presence_events_max_members: usize,
 }
 
 /// How a subscriber wants room events rendered.
@@ -369,6 +373,13 @@ impl RoomBroker {
         Ok(self.rooms.get_mut(name).expect("just inserted"))
     }
 
+    /// Whether membership changes in `room` are announced to its members.
+    fn announces_presence(&self, room: &str) -> bool {
+        self.rooms.get(room).is_none_or(|r| {
+            r.subs.values().filter(|s| s.visible).count() <= self.config.presence_events_max_members
+        })
+    }
+
     /// Queues `text` to every visible JSON member of `room` except `except`.
     fn tell_members(&mut self, room: &str, text: &ByteString, except: Option<&MemberId>) {
         let mut slow = Vec::new();
@@ -473,13 +484,15 @@ impl RoomBroker {
                 id: sub.id.to_string(),
                 name: sub.name.to_string(),
             };
-            let text: ByteString = ServerMsg::MemberLeft {
-                room,
-                member: &view,
+            if self.announces_presence(room) {
+                let text: ByteString = ServerMsg::MemberLeft {
+                    room,
+                    member: &view,
+                }
+                .to_text()
+                .into();
+                self.tell_members(room, &text, Some(id));
             }
-            .to_text()
-            .into();
-            self.tell_members(room, &text, Some(id));
             if let Some(bus) = &self.bus {
                 bus.presence_left(room, &view);
             }
@@ -692,13 +705,15 @@ impl RoomBroker {
                 id: sub.id.to_string(),
                 name: sub.name.to_string(),
             };
-            let text: ByteString = ServerMsg::MemberJoined {
-                room: &room,
-                member: &view,
+            if self.announces_presence(&room) {
+                let text: ByteString = ServerMsg::MemberJoined {
+                    room: &room,
+                    member: &view,
+                }
+                .to_text()
+                .into();
+                self.tell_members(&room, &text, Some(&sub.id));
             }
-            .to_text()
-            .into();
-            self.tell_members(&room, &text, Some(&sub.id));
             if let Some(bus) = &self.bus {
                 bus.presence_joined(&room, &view);
             }
@@ -975,7 +990,9 @@ impl Handler<Remote> for RoomBroker {
                 ts,
             } => self.apply_event(&room, seq, &from, &data, &ts),
             BusEvent::MemberJoined { room, member, node } => {
-                if self.bus.as_ref().is_some_and(|b| b.is_own(&node)) {
+                if self.bus.as_ref().is_some_and(|b| b.is_own(&node))
+                    || !self.announces_presence(&room)
+                {
                     return;
                 }
                 let text: ByteString = ServerMsg::MemberJoined {
@@ -987,7 +1004,9 @@ impl Handler<Remote> for RoomBroker {
                 self.tell_members(&room, &text, None);
             }
             BusEvent::MemberLeft { room, member, node } => {
-                if self.bus.as_ref().is_some_and(|b| b.is_own(&node)) {
+                if self.bus.as_ref().is_some_and(|b| b.is_own(&node))
+                    || !self.announces_presence(&room)
+                {
                     return;
                 }
                 let text: ByteString = ServerMsg::MemberLeft {

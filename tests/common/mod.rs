@@ -16,6 +16,8 @@ pub struct TestApp {
     pub port: u16,
     pub client: awc::Client,
     pub handle: ServerHandle,
+    /// Stops the server the way SIGTERM does.
+    pub shutdown: courier::startup::ShutdownHandle,
     /// Kept so the data directory lives as long as the server.
     pub data_dir: TempDir,
 }
@@ -97,6 +99,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         .expect("application builds");
     let port = app.port();
     let handle = app.handle();
+    let shutdown = app.shutdown_handle();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -105,6 +108,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             .timeout(Duration::from_secs(30))
             .finish(),
         handle,
+        shutdown,
         data_dir,
     }
 }
@@ -203,5 +207,239 @@ pub fn spawn_upstream() -> Upstream {
     Upstream {
         base: format!("http://127.0.0.1:{port}"),
         handle,
+    }
+}
+
+/// Longest a test waits for one frame or event.
+pub const RECV_LIMIT: Duration = Duration::from_secs(10);
+
+/// A WebSocket client (awc) that answers nothing on its own: tests see every frame.
+pub struct WsClient {
+    pub framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+}
+
+/// What the server sent, as a test sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Text(String),
+    Close(Option<u16>, String),
+    Ended,
+}
+
+impl WsClient {
+    pub async fn connect(app: &TestApp, path: &str) -> Self {
+        let url = format!("ws://127.0.0.1:{}{}", app.port, path);
+        let (_, framed) = awc::Client::new()
+            .ws(url)
+            .max_frame_size(16 << 20)
+            .connect()
+            .await
+            .expect("websocket handshake");
+        Self { framed }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.framed
+            .send(awc::ws::Message::Text(text.to_owned().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send_json(&mut self, value: serde_json::Value) {
+        self.send(&value.to_string()).await;
+    }
+
+    pub async fn send_message(&mut self, msg: awc::ws::Message) {
+        use futures_util::SinkExt;
+        self.framed.send(msg).await.expect("frame sent");
+    }
+
+    /// Writes raw bytes to the socket (for frames the codec would refuse to build).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.framed
+            .io_mut()
+            .write_all(bytes)
+            .await
+            .expect("raw write");
+        self.framed.io_mut().flush().await.expect("flush");
+    }
+
+    /// The next text frame or close, skipping pings.
+    pub async fn next(&mut self) -> Received {
+        use futures_util::StreamExt;
+        loop {
+            let frame = actix_rt::time::timeout(RECV_LIMIT, self.framed.next())
+                .await
+                .expect("a frame within the time limit");
+            match frame {
+                Some(Ok(awc::ws::Frame::Text(b))) => {
+                    return Received::Text(String::from_utf8(b.to_vec()).expect("utf-8"))
+                }
+                Some(Ok(awc::ws::Frame::Close(reason))) => {
+                    return Received::Close(
+                        reason.as_ref().map(|r| u16::from(r.code)),
+                        reason.and_then(|r| r.description).unwrap_or_default(),
+                    )
+                }
+                Some(Ok(awc::ws::Frame::Ping(_) | awc::ws::Frame::Pong(_))) => continue,
+                Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+                Some(Err(e)) => panic!("websocket error {e}"),
+                None => return Received::Ended,
+            }
+        }
+    }
+
+    pub async fn text(&mut self) -> String {
+        match self.next().await {
+            Received::Text(t) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn json(&mut self) -> serde_json::Value {
+        serde_json::from_str(&self.text().await).expect("a JSON frame")
+    }
+
+    /// The next JSON frame whose type is `kind`, skipping others.
+    pub async fn json_of(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let v = self.json().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    pub async fn close_frame(&mut self) -> (Option<u16>, String) {
+        loop {
+            match self.next().await {
+                Received::Close(code, reason) => return (code, reason),
+                Received::Text(_) => continue,
+                Received::Ended => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// A masked client frame with any opcode and payload (RFC 6455 §5.2).
+pub fn raw_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut out = vec![0x80 | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len < 65536 {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// A token for `user` signed with the test secret.
+pub fn token(app_config: &Config, user: &str) -> String {
+    courier::auth::mint(&app_config.jwt_secret, user, 3600).expect("token")
+}
+
+/// The test configuration's secret, for minting tokens.
+pub fn test_secret() -> courier::config::Secret {
+    let dir = tempfile::tempdir().expect("temp dir");
+    test_config(&dir, &[]).jwt_secret
+}
+
+/// Reads an SSE stream: a line reader over the response body.
+pub struct SseClient {
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
+    >,
+    buf: String,
+}
+
+/// One SSE event.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseClient {
+    pub async fn connect(app: &TestApp, path: &str, last_event_id: Option<&str>) -> Self {
+        let mut req = awc::Client::builder()
+            .timeout(Duration::from_secs(3600))
+            .finish()
+            .get(app.url(path))
+            .insert_header(("Accept", "text/event-stream"));
+        if let Some(id) = last_event_id {
+            req = req.insert_header(("Last-Event-ID", id));
+        }
+        let res = req.send().await.expect("SSE request");
+        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "text/event-stream"
+        );
+        Self {
+            body: Box::pin(res),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event with data (comments and `retry:` lines are skipped); `None` at the end.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent::default();
+                let mut has_data = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        ev.id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        ev.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        if has_data {
+                            ev.data.push('\n');
+                        }
+                        ev.data.push_str(v);
+                        has_data = true;
+                    }
+                }
+                if has_data {
+                    return Some(ev);
+                }
+                continue;
+            }
+            let chunk = actix_rt::time::timeout(RECV_LIMIT, self.body.next())
+                .await
+                .expect("an SSE chunk within the time limit");
+            match chunk {
+                Some(Ok(bytes)) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Polls `/metrics` until `line_prefix` has `value`, or panics after the receive limit.
+pub async fn wait_for_metric(app: &TestApp, line_prefix: &str, value: f64) {
+    let deadline = std::time::Instant::now() + RECV_LIMIT;
+    loop {
+        if app.metric(line_prefix).await == Some(value) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{line_prefix} never reached {value} (now {:?})",
+            app.metric(line_prefix).await
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
 }
