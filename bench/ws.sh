@@ -26,6 +26,7 @@ command -v curl >/dev/null || { echo "install curl: apt-get install -y curl" >&2
 
 cargo build --release --quiet
 (cd bench/loadgen && CARGO_TARGET_DIR="$root/target/bench" cargo build --release --quiet)
+(cd bench/peers/actix-textbook && CARGO_TARGET_DIR="$root/target/peers" cargo build --release --quiet)
 loadgen="$root/target/bench/release/loadgen"
 
 hard=$(ulimit -Hn)
@@ -47,6 +48,7 @@ stop_server() {
 }
 cleanup() {
     stop_server
+    [ -z "${peer:-}" ] || kill "$peer" 2>/dev/null || true
     if [ -s "$out/courier.log" ]; then
         echo "--- courier log ($(wc -l <"$out/courier.log") lines), last 20:"
         tail -n 20 "$out/courier.log"
@@ -108,3 +110,24 @@ step "idle WebSocket: 10000 connections" \
 start_server
 step "SSE: 10000 subscribers on /sse/heartbeat" \
     sse --url "$http/sse/heartbeat" --subscribers 10000 --hold 20 --server-pid "$pid"
+stop_server
+
+# The same load against the textbook actix design (bench/peers/actix-textbook), for ratios.
+peer_port=18101
+start_peer() {
+    [ -z "${peer:-}" ] || { kill "$peer" 2>/dev/null || true; wait "$peer" 2>/dev/null || true; }
+    "$root/target/peers/release/actix-textbook" "$peer_port" >/dev/null 2>&1 &
+    peer=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$peer_port/healthz" >/dev/null && return 0; sleep 0.1; done
+    echo "actix-textbook did not start" >&2; exit 1
+}
+start_peer
+step "textbook actix: fan-out, 1000 clients, 1000 msg/s, 100 B" \
+    fanout --url "ws://127.0.0.1:$peer_port" --clients 1000 --rate 1000 --size 100 --duration 10
+start_peer
+step "textbook actix: fan-out, 1000 clients, 1200 msg/s, 100 B" \
+    fanout --url "ws://127.0.0.1:$peer_port" --clients 1000 --rate 1200 --size 100 --duration 10
+start_peer
+step "textbook actix: idle WebSocket, 10000 connections" \
+    idle --url "ws://127.0.0.1:$peer_port" --connections 10000 --hold 20 --server-pid "$peer"
+kill "$peer" 2>/dev/null || true

@@ -11,9 +11,10 @@
 //! Payloads are `ByteString`/`Bytes`: a broadcast is serialised once and every queue holds a
 //! reference to the same buffer.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use actix_codec::Encoder;
@@ -22,7 +23,6 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 use futures_util::Stream;
-use tokio::sync::mpsc;
 
 /// Most bytes encoded into one response-body chunk before it is handed to the socket.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
@@ -69,18 +69,48 @@ pub enum SendError {
     Closed,
 }
 
+struct State {
+    queue: VecDeque<OutFrame>,
+    bytes: usize,
+    receiver_gone: bool,
+}
+
 struct Shared {
-    queued_bytes: AtomicUsize,
-    max_bytes: usize,
+    state: Mutex<State>,
+    senders: AtomicUsize,
+    limits: QueueLimits,
     evicted: AtomicBool,
     waker: AtomicWaker,
 }
 
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The sending side of a client's queue. Cheap to clone; every clone feeds the same client.
-#[derive(Clone)]
 pub struct Outbound {
-    tx: mpsc::Sender<OutFrame>,
     shared: Arc<Shared>,
+}
+
+impl Clone for Outbound {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last sender is gone: let the stream finish.
+            self.shared.waker.wake();
+        }
+    }
 }
 
 impl std::fmt::Debug for Outbound {
@@ -93,25 +123,41 @@ impl std::fmt::Debug for Outbound {
 
 /// The receiving side, turned into a response body by [`WsOutStream`] or [`SseOutStream`].
 pub struct Inbox {
-    rx: mpsc::Receiver<OutFrame>,
     shared: Arc<Shared>,
+    /// Frames taken from the queue in one go and not yet encoded.
+    batch: VecDeque<OutFrame>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.receiver_gone = true;
+        st.queue = VecDeque::new();
+        st.bytes = 0;
+    }
 }
 
 /// A new queue with `limits`.
 pub fn queue(limits: QueueLimits) -> (Outbound, Inbox) {
-    let (tx, rx) = mpsc::channel(limits.messages.max(1));
     let shared = Arc::new(Shared {
-        queued_bytes: AtomicUsize::new(0),
-        max_bytes: limits.bytes,
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            bytes: 0,
+            receiver_gone: false,
+        }),
+        senders: AtomicUsize::new(1),
+        limits,
         evicted: AtomicBool::new(false),
         waker: AtomicWaker::new(),
     });
     (
         Outbound {
-            tx,
             shared: shared.clone(),
         },
-        Inbox { rx, shared },
+        Inbox {
+            shared,
+            batch: VecDeque::new(),
+        },
     )
 }
 
@@ -122,21 +168,26 @@ impl Outbound {
             return Err(SendError::Closed);
         }
         let cost = frame.cost();
-        let before = self.shared.queued_bytes.fetch_add(cost, Ordering::Relaxed);
-        if cost > 0 && before + cost > self.shared.max_bytes {
-            self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-            return Err(SendError::Full);
-        }
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.shared.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => SendError::Full,
-                    mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-                })
+        let limits = self.shared.limits;
+        let was_empty = {
+            let mut st = self.shared.lock();
+            if st.receiver_gone {
+                return Err(SendError::Closed);
             }
+            if st.queue.len() >= limits.messages || (cost > 0 && st.bytes + cost > limits.bytes) {
+                return Err(SendError::Full);
+            }
+            let was_empty = st.queue.is_empty();
+            st.queue.push_back(frame);
+            st.bytes += cost;
+            was_empty
+        };
+        // The stream takes everything queued each time it runs, so only a message that
+        // finds the queue empty has to wake it.
+        if was_empty {
+            self.shared.waker.wake();
         }
+        Ok(())
     }
 
     /// Queues a text message.
@@ -148,17 +199,22 @@ impl Outbound {
     /// not keep up. Its socket is closed once the kernel gives up on it.
     pub fn evict(&self) {
         self.shared.evicted.store(true, Ordering::Relaxed);
+        {
+            let mut st = self.shared.lock();
+            st.queue = VecDeque::new();
+            st.bytes = 0;
+        }
         self.shared.waker.wake();
     }
 
     /// Whether the client was evicted or has gone.
     pub fn is_closed(&self) -> bool {
-        self.shared.evicted.load(Ordering::Relaxed) || self.tx.is_closed()
+        self.shared.evicted.load(Ordering::Relaxed) || self.shared.lock().receiver_gone
     }
 
     /// Payload bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.queued_bytes.load(Ordering::Relaxed)
+        self.shared.lock().bytes
     }
 
     /// Whether two handles feed the same client.
@@ -166,6 +222,10 @@ impl Outbound {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
+
+/// Frames kept in a drained batch buffer's capacity; more is released once it is empty,
+/// so an idle connection holds no memory from an earlier burst.
+const IDLE_BATCH_CAPACITY: usize = 8;
 
 impl Inbox {
     /// Whether the queue's client was evicted as too slow.
@@ -175,19 +235,30 @@ impl Inbox {
 
     /// Polls the next frame; `None` once evicted or every sender is gone.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<OutFrame>> {
-        self.shared.waker.register(cx.waker());
-        if self.shared.evicted.load(Ordering::Relaxed) {
+        if self.evicted() {
+            self.batch = VecDeque::new();
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => {
-                self.shared
-                    .queued_bytes
-                    .fetch_sub(frame.cost(), Ordering::Relaxed);
-                Poll::Ready(Some(frame))
-            }
-            other => other,
+        if let Some(frame) = self.batch.pop_front() {
+            return Poll::Ready(Some(frame));
         }
+        if self.batch.capacity() > IDLE_BATCH_CAPACITY {
+            self.batch = VecDeque::new();
+        }
+        // Register before looking, so a frame queued right after the look still wakes us.
+        self.shared.waker.register(cx.waker());
+        {
+            let mut st = self.shared.lock();
+            std::mem::swap(&mut st.queue, &mut self.batch);
+            st.bytes = 0;
+        }
+        if let Some(frame) = self.batch.pop_front() {
+            return Poll::Ready(Some(frame));
+        }
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
