@@ -304,3 +304,29 @@ fn env_example_is_a_valid_configuration_and_lists_every_setting() {
         );
     }
 }
+
+#[test]
+fn courier_token_mints_a_token_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = courier_command(dir.path())
+        .args(["token", "--user", "alice", "--ttl", "60"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let secret = load(&[]).unwrap().jwt_secret;
+    let claims = courier::auth::verify(&secret, token.trim()).expect("a valid token");
+    assert_eq!(claims.sub, "alice");
+    assert!(claims.exp > claims.iat && claims.exp - claims.iat == 60);
+
+    let out = courier_command(dir.path())
+        .args(["token", "--user", ""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user name"));
+}
