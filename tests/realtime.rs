@@ -657,3 +657,50 @@ async fn the_demo_page_is_served_without_external_assets() {
         "no external assets"
     );
 }
+
+#[actix_rt::test]
+async fn an_extreme_since_is_harmless() {
+    let app = spawn_app().await;
+    publish_rest(&app, "edge", json!(1), "lou").await;
+    let mut ws = WsClient::connect(&app, "/ws/json").await;
+    ws.send(r#"{"type":"join","room":"edge","since":18446744073709551615}"#)
+        .await;
+    assert_eq!(
+        ws.json().await,
+        json!({"type": "joined", "room": "edge", "seq": 1})
+    );
+    let mut sse =
+        SseClient::connect(&app, "/rooms/edge/events", Some("18446744073709551615")).await;
+    publish_rest(&app, "edge", json!(2), "lou").await;
+    assert_eq!(ws.json_of("event").await["seq"], 2);
+    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("2"));
+}
+
+#[actix_rt::test]
+async fn a_replay_larger_than_the_queue_is_cut_to_the_newest_events() {
+    let app = spawn_app_with(&[("OUTBOUND_QUEUE_MESSAGES", "8")]).await;
+    for i in 1..=20 {
+        publish_rest(&app, "long", json!(i), "max").await;
+    }
+    let mut ws = WsClient::connect(&app, "/ws/json").await;
+    ws.send_json(json!({"type": "join", "room": "long", "since": 0}))
+        .await;
+    assert_eq!(ws.json().await["type"], "joined");
+    let notice = ws.json().await;
+    assert_eq!(notice["code"], "history_truncated", "{notice}");
+    let mut seqs = Vec::new();
+    for _ in 0..4 {
+        seqs.push(ws.json_of("event").await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(
+        seqs,
+        [17, 18, 19, 20],
+        "the newest events that fit half the queue"
+    );
+    ws.send_json(json!({"type": "ping"})).await;
+    assert_eq!(
+        ws.json().await["type"],
+        "pong",
+        "the client stays connected"
+    );
+}

@@ -212,6 +212,11 @@ impl Outbound {
         self.shared.evicted.load(Ordering::Relaxed) || self.shared.lock().receiver_gone
     }
 
+    /// The queue's limits.
+    pub fn limits(&self) -> QueueLimits {
+        self.shared.limits
+    }
+
     /// Payload bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.shared.lock().bytes
@@ -245,8 +250,11 @@ impl Inbox {
         if self.batch.capacity() > IDLE_BATCH_CAPACITY {
             self.batch = VecDeque::new();
         }
-        // Register before looking, so a frame queued right after the look still wakes us.
+        // Register before looking, so a frame queued right after the look still wakes us;
+        // read the sender count before the swap, so a frame queued by the last sender just
+        // before it went is still taken.
         self.shared.waker.register(cx.waker());
+        let senders = self.shared.senders.load(Ordering::Acquire);
         {
             let mut st = self.shared.lock();
             std::mem::swap(&mut st.queue, &mut self.batch);
@@ -255,7 +263,7 @@ impl Inbox {
         if let Some(frame) = self.batch.pop_front() {
             return Poll::Ready(Some(frame));
         }
-        if self.shared.senders.load(Ordering::Acquire) == 0 {
+        if senders == 0 {
             return Poll::Ready(None);
         }
         Poll::Pending

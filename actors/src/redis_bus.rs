@@ -445,7 +445,7 @@ impl RedisBus {
             let mut c = self.conn().await?;
             let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
                 .arg(&key)
-                .arg(format!("{}-0", since + 1))
+                .arg(format!("{}-0", since.saturating_add(1)))
                 .arg("+")
                 .arg("COUNT")
                 .arg(limit)

@@ -329,6 +329,9 @@ pub struct RoomBroker {
     metrics: RealtimeMetrics,
     feed: Option<Addr<SseFeed>>,
     bus: Option<RedisBus>,
+    /// Live bus events held back while the catch-up after a reconnect is fetched, so the
+    /// older events are applied first and nothing is taken for a duplicate.
+    held: Option<Vec<BusEvent>>,
 }
 
 /// How often idle rooms are swept.
@@ -349,6 +352,7 @@ impl RoomBroker {
             metrics,
             feed,
             bus,
+            held: None,
         }
     }
 
@@ -549,43 +553,33 @@ impl Handler<Join> for RoomBroker {
                 .rooms
                 .get(room.as_str())
                 .and_then(|r| r.history.front().map(|e| e.seq));
-            if oldest.is_none_or(|oldest| since + 1 < oldest) {
+            if oldest.is_none_or(|oldest| since.saturating_add(1) < oldest) {
                 let cap = bus.history_cap();
-                let fut =
-                    async move { bus.history(&room, since, cap).await.map(|evs| (room, evs)) };
-                ctx.spawn(
-                    fut.into_actor(self)
-                        .map(move |result, this, _| match result {
-                            Ok((room, events)) => {
-                                let fetched = events
-                                    .into_iter()
-                                    .filter_map(|ev| match ev {
-                                        BusEvent::Event {
-                                            room,
-                                            seq,
-                                            from,
-                                            data,
-                                            ts,
-                                        } => Some(stored_event(&room, seq, &from, &data, &ts)),
-                                        _ => None,
-                                    })
-                                    .collect();
-                                this.complete_join(room, sub, Some(since), fetched);
-                            }
-                            Err(e) => {
-                                log::warn!("replay from Redis failed ({e}); replaying from memory");
-                                // The room name went into the failed future; the subscriber keeps
-                                // its own copy of nothing, so ask the client to rejoin.
-                                let _ = sub.out.text(
-                                    ServerMsg::Error {
-                                        code: "replay_unavailable",
-                                        message: "history is unavailable right now; join again",
-                                    }
-                                    .to_text(),
-                                );
-                            }
-                        }),
-                );
+                let fetch_room = room.clone();
+                let fut = async move { bus.history(&fetch_room, since, cap).await };
+                ctx.spawn(fut.into_actor(self).map(move |result, this, _| {
+                    let fetched = match result {
+                        Ok(events) => events
+                            .into_iter()
+                            .filter_map(|ev| match ev {
+                                BusEvent::Event {
+                                    room,
+                                    seq,
+                                    from,
+                                    data,
+                                    ts,
+                                } => Some(stored_event(&room, seq, &from, &data, &ts)),
+                                _ => None,
+                            })
+                            .collect(),
+                        Err(e) => {
+                            // Replay what memory holds; the client is told what is missing.
+                            log::warn!("replay from Redis failed ({e}); replaying from memory");
+                            Vec::new()
+                        }
+                    };
+                    this.complete_join(room, sub, Some(since), fetched);
+                }));
                 return;
             }
         }
@@ -603,6 +597,11 @@ impl RoomBroker {
         since: Option<u64>,
         mut fetched: Vec<StoredEvent>,
     ) {
+        // The client may have gone (or its session disconnected) while its replay was
+        // fetched: do not add a member nobody would remove.
+        if sub.out.is_closed() || (sub.session.is_some() && !self.members.contains_key(&sub.id)) {
+            return;
+        }
         let max_rooms = self.config.max_rooms;
         let r = match self.room_mut(&room) {
             Ok(r) => r,
@@ -644,13 +643,13 @@ impl RoomBroker {
                 .or(r.history.front())
                 .map(|e| e.seq)
                 .unwrap_or(r.seq + 1);
-            if since + 1 < oldest && sub.format == Format::Json {
+            if since.saturating_add(1) < oldest && sub.format == Format::Json {
                 let _ = sub.out.text(
                     ServerMsg::Error {
                         code: "history_truncated",
                         message: &format!(
                             "events {}..{} are no longer kept; replay starts at {oldest}",
-                            since + 1,
+                            since.saturating_add(1),
                             oldest - 1
                         ),
                     }
@@ -658,31 +657,42 @@ impl RoomBroker {
                 );
             }
             let after_fetched = fetched.last().map_or(since, |e| e.seq);
-            let replay = fetched
+            let mut replay: Vec<&mut StoredEvent> = fetched
                 .iter_mut()
                 .filter(|e| e.seq > since)
-                .chain(r.history.iter_mut().filter(|e| e.seq > after_fetched));
-            let mut failed = false;
-            for ev in replay {
-                if sub
-                    .out
-                    .try_send(OutFrame::Text(ev.render(sub.format)))
-                    .is_err()
-                {
-                    failed = true;
+                .chain(r.history.iter_mut().filter(|e| e.seq > after_fetched))
+                .collect();
+            // Replay only the newest events that fit half the client's queue, so a long
+            // replay cannot get a reconnecting client evicted again and again.
+            let limits = sub.out.limits();
+            let (mut count, mut bytes, mut start) = (0usize, 0usize, replay.len());
+            while start > 0 {
+                let len = replay[start - 1].json.len();
+                if count + 1 > limits.messages / 2 || bytes + len > limits.bytes / 2 {
                     break;
                 }
+                count += 1;
+                bytes += len;
+                start -= 1;
             }
-            if failed {
-                // The replay alone overflowed the client's queue.
-                sub.out.evict();
-                if let Some(s) = &sub.session {
-                    let _ = s.try_send(Evicted {
-                        reason: "replay exceeded the outbound queue",
-                    });
-                }
-                self.metrics.slow_clients_dropped.inc();
-                return;
+            if start > 0 && sub.format == Format::Json {
+                let message = match replay.get(start) {
+                    Some(first) => format!(
+                        "replay starts at {}: older events do not fit the client's queue",
+                        first.seq
+                    ),
+                    None => "the events to replay do not fit the client's queue".to_owned(),
+                };
+                let _ = sub.out.text(
+                    ServerMsg::Error {
+                        code: "history_truncated",
+                        message: &message,
+                    }
+                    .to_text(),
+                );
+            }
+            for ev in replay.drain(start..) {
+                let _ = sub.out.try_send(OutFrame::Text(ev.render(sub.format)));
             }
         }
         if rejoin {
@@ -981,6 +991,10 @@ impl Handler<Remote> for RoomBroker {
     type Result = ();
 
     fn handle(&mut self, msg: Remote, _: &mut Self::Context) {
+        if let (Some(held), BusEvent::Event { .. }) = (self.held.as_mut(), &msg.0) {
+            held.push(msg.0);
+            return;
+        }
         match msg.0 {
             BusEvent::Event {
                 room,
@@ -1058,9 +1072,11 @@ impl Handler<BusState> for RoomBroker {
         for (room, member) in &members {
             bus.presence_joined(room, member);
         }
+        self.held.get_or_insert_with(Vec::new);
         let fut = async move { bus.catch_up(rooms).await };
         ctx.spawn(fut.into_actor(self).map(|events, this, _| {
-            for ev in events {
+            let held = this.held.take().unwrap_or_default();
+            for ev in events.into_iter().chain(held) {
                 if let BusEvent::Event {
                     room,
                     seq,

@@ -218,22 +218,30 @@ impl WsSession {
         ctx.stop();
     }
 
+    /// Counts a message against the rate limit; false when it is refused (the client was
+    /// told, or the connection closed for flooding).
+    fn allowed(&mut self, ctx: &mut Context<Self>) -> bool {
+        match self.limiter.check() {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                self.error(ctx, "rate_limited", "too many messages; slow down");
+                false
+            }
+            Verdict::Flood => {
+                self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
+                false
+            }
+        }
+    }
+
     fn on_text(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
         let Ok(text) = std::str::from_utf8(&bytes) else {
             // RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection with 1007.
             self.close(ctx, CloseCode::Invalid, "invalid UTF-8 in a text frame");
             return;
         };
-        match self.limiter.check() {
-            Verdict::Allow => {}
-            Verdict::Refuse => {
-                self.error(ctx, "rate_limited", "too many messages; slow down");
-                return;
-            }
-            Verdict::Flood => {
-                self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
-                return;
-            }
+        if !self.allowed(ctx) {
+            return;
         }
         match self.kind {
             SessionKind::Echo => self.send(ctx, format!("Echo: {text}")),
@@ -508,12 +516,15 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                     let f = self.fragment.take().expect("fragment in progress");
                     if f.text {
                         self.on_text(f.buf.freeze(), ctx);
-                    } else {
+                    } else if self.allowed(ctx) {
                         self.on_binary(ctx);
                     }
                 }
             }
             Ok(Frame::Ping(payload)) => {
+                if !self.allowed(ctx) {
+                    return;
+                }
                 if self.out.try_send(OutFrame::Pong(payload)) == Err(SendError::Full) {
                     self.out.evict();
                     ctx.stop();
@@ -521,7 +532,11 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
             }
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => {
-                let code = reason.map(|r| r.code).unwrap_or(CloseCode::Normal);
+                // Echo the client's code when it may be sent on the wire (RFC 6455 §7.4).
+                let code = match reason.map(|r| u16::from(r.code)) {
+                    Some(c @ (1000..=1003 | 1007..=1014 | 3000..=4999)) => CloseCode::from(c),
+                    _ => CloseCode::Normal,
+                };
                 self.closing = true;
                 let _ = self.out.try_send(OutFrame::Close(code, String::new()));
                 ctx.stop();

@@ -192,13 +192,7 @@ pub async fn external_api(
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<web::Json<Value>, AppError> {
-    let body = upstream::get_json(
-        &client,
-        state.upstream_url.as_str(),
-        &state.config.http_client,
-    )
-    .await?;
-    Ok(web::Json(body))
+    io_intensive(state, client).await
 }
 
 /// A small built-in upstream: what `/io-intensive` and `/external-api` call when
