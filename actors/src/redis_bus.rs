@@ -38,6 +38,20 @@ pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 pub const NODE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a node's liveness key lives without a refresh.
 pub const NODE_TTL_SECS: u64 = 30;
+/// A subscription that hears nothing for this long (not even this node's own heartbeat,
+/// published every [`NODE_REFRESH_INTERVAL`]) is taken for a dead connection and renewed.
+pub const SUBSCRIPTION_SILENCE_LIMIT: Duration = Duration::from_secs(35);
+/// Presence updates waiting to be written; past this they are dropped (and logged).
+pub const PRESENCE_QUEUE: usize = 4096;
+/// The channel suffix of the bus heartbeat (not a valid room name, so never a room).
+const HEARTBEAT_ROOM: &str = "#heartbeat";
+
+/// One presence change, written to Redis in the order it happened.
+struct PresenceOp {
+    room: String,
+    member: MemberView,
+    joined: bool,
+}
 
 const PUBLISH_SCRIPT: &str = r#"
 local seq = redis.call('INCR', KEYS[1])
@@ -122,6 +136,8 @@ struct Inner {
     timeout: Duration,
     connected: AtomicBool,
     script: redis::Script,
+    presence_tx: tokio::sync::mpsc::Sender<PresenceOp>,
+    presence_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<PresenceOp>>>,
 }
 
 /// A handle on the bus; cheap to clone.
@@ -173,6 +189,7 @@ impl RedisBus {
         history_cap: usize,
         timeout: Duration,
     ) -> redis::RedisResult<Self> {
+        let (presence_tx, presence_rx) = tokio::sync::mpsc::channel(PRESENCE_QUEUE);
         Ok(Self {
             inner: Arc::new(Inner {
                 client: redis::Client::open(url)?,
@@ -183,6 +200,8 @@ impl RedisBus {
                 timeout,
                 connected: AtomicBool::new(false),
                 script: redis::Script::new(PUBLISH_SCRIPT),
+                presence_tx,
+                presence_rx: std::sync::Mutex::new(Some(presence_rx)),
             }),
         })
     }
@@ -238,16 +257,34 @@ impl RedisBus {
             loop {
                 tick.tick().await;
                 let key = bus.node_key(&bus.inner.node);
+                let heartbeat = bus.channel(HEARTBEAT_ROOM);
                 let _ = bus
                     .timed(async {
                         let mut c = bus.conn().await?;
-                        c.set_ex::<_, _, ()>(key, 1, NODE_TTL_SECS)
+                        let mut pipe = redis::pipe();
+                        pipe.set_ex(key, 1, NODE_TTL_SECS).ignore();
+                        pipe.publish(heartbeat, &bus.inner.node).ignore();
+                        pipe.query_async::<()>(&mut *c)
                             .await
                             .map_err(|e| e.to_string())
                     })
                     .await;
             }
         });
+        let receiver = self
+            .inner
+            .presence_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut rx) = receiver {
+            let bus = self.clone();
+            actix_rt::spawn(async move {
+                while let Some(op) = rx.recv().await {
+                    bus.write_presence(op).await;
+                }
+            });
+        }
     }
 
     async fn subscribe_forever(&self, broker: Addr<RoomBroker>) {
@@ -272,7 +309,9 @@ impl RedisBus {
                     self.inner.connected.store(true, Ordering::Relaxed);
                     broker.do_send(BusState { connected: true });
                     let mut stream = ps.into_on_message();
-                    while let Some(msg) = stream.next().await {
+                    while let Ok(Some(msg)) =
+                        tokio::time::timeout(SUBSCRIPTION_SILENCE_LIMIT, stream.next()).await
+                    {
                         let channel = msg.get_channel_name();
                         let Some(room) = channel.strip_prefix(&channel_prefix) else {
                             continue;
@@ -337,48 +376,60 @@ impl RedisBus {
     }
 
     fn announce(&self, room: &str, member: &MemberView, joined: bool) {
-        let bus = self.clone();
-        let room = room.to_owned();
-        let member = member.clone();
-        actix_rt::spawn(async move {
-            let wire = serde_json::to_string(&Wire {
-                seq: None,
-                k: if joined { "j" } else { "l" },
-                from: None,
-                data: None,
-                ts: None,
-                member: Some(member.clone()),
-                node: Some(&bus.inner.node),
+        let op = PresenceOp {
+            room: room.to_owned(),
+            member: member.clone(),
+            joined,
+        };
+        if self.inner.presence_tx.try_send(op).is_err() {
+            log::warn!("bus: presence queue full; dropped an update for room={room}");
+        }
+    }
+
+    /// Writes one presence change and tells the other nodes.
+    async fn write_presence(&self, op: PresenceOp) {
+        let PresenceOp {
+            room,
+            member,
+            joined,
+        } = op;
+        let wire = serde_json::to_string(&Wire {
+            seq: None,
+            k: if joined { "j" } else { "l" },
+            from: None,
+            data: None,
+            ts: None,
+            member: Some(member.clone()),
+            node: Some(&self.inner.node),
+        })
+        .expect("wire serialises");
+        let entry = serde_json::to_string(&PresenceEntry {
+            id: member.id.clone(),
+            name: member.name.clone(),
+            node: self.inner.node.clone(),
+        })
+        .expect("entry serialises");
+        let result = self
+            .timed(async {
+                let mut c = self.conn().await?;
+                let mut pipe = redis::pipe();
+                if joined {
+                    pipe.hset(self.presence_key(&room), &member.id, entry)
+                        .ignore();
+                    pipe.set_ex(self.node_key(&self.inner.node), 1, NODE_TTL_SECS)
+                        .ignore();
+                } else {
+                    pipe.hdel(self.presence_key(&room), &member.id).ignore();
+                }
+                pipe.publish(self.channel(&room), wire).ignore();
+                pipe.query_async::<()>(&mut *c)
+                    .await
+                    .map_err(|e| e.to_string())
             })
-            .expect("wire serialises");
-            let entry = serde_json::to_string(&PresenceEntry {
-                id: member.id.clone(),
-                name: member.name.clone(),
-                node: bus.inner.node.clone(),
-            })
-            .expect("entry serialises");
-            let result = bus
-                .timed(async {
-                    let mut c = bus.conn().await?;
-                    let mut pipe = redis::pipe();
-                    if joined {
-                        pipe.hset(bus.presence_key(&room), &member.id, entry)
-                            .ignore();
-                        pipe.set_ex(bus.node_key(&bus.inner.node), 1, NODE_TTL_SECS)
-                            .ignore();
-                    } else {
-                        pipe.hdel(bus.presence_key(&room), &member.id).ignore();
-                    }
-                    pipe.publish(bus.channel(&room), wire).ignore();
-                    pipe.query_async::<()>(&mut *c)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-                .await;
-            if let Err(e) = result {
-                log::debug!("bus: presence update for room={room} not stored: {e}");
-            }
-        });
+            .await;
+        if let Err(e) = result {
+            log::debug!("bus: presence update for room={room} not stored: {e}");
+        }
     }
 
     /// Records a member in the room's presence and tells other nodes.
