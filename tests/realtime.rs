@@ -386,7 +386,8 @@ async fn a_flood_is_refused_then_closed_with_1008() {
             Received::Ended => panic!("no close frame"),
         }
     };
-    assert!((5..=6).contains(&pongs), "the burst is served: {pongs}");
+    // The burst of 5, plus whatever the bucket refilled while the frames were arriving.
+    assert!((5..=10).contains(&pongs), "the burst is served: {pongs}");
     assert_eq!(limited, 10, "then refusals up to the flood limit");
     assert_eq!(close.0, Some(1008));
     assert!(close.1.contains("rate"), "{}", close.1);
