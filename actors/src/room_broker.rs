@@ -1004,34 +1004,28 @@ impl Handler<Remote> for RoomBroker {
                 ts,
             } => self.apply_event(&room, seq, &from, &data, &ts),
             BusEvent::MemberJoined { room, member, node } => {
-                if self.bus.as_ref().is_some_and(|b| b.is_own(&node))
-                    || !self.announces_presence(&room)
-                {
-                    return;
-                }
-                let text: ByteString = ServerMsg::MemberJoined {
-                    room: &room,
-                    member: &member,
-                }
-                .to_text()
-                .into();
-                self.tell_members(&room, &text, None);
+                self.relay_presence(&room, &member, &node, true)
             }
             BusEvent::MemberLeft { room, member, node } => {
-                if self.bus.as_ref().is_some_and(|b| b.is_own(&node))
-                    || !self.announces_presence(&room)
-                {
-                    return;
-                }
-                let text: ByteString = ServerMsg::MemberLeft {
-                    room: &room,
-                    member: &member,
-                }
-                .to_text()
-                .into();
-                self.tell_members(&room, &text, None);
+                self.relay_presence(&room, &member, &node, false)
             }
         }
+    }
+}
+
+impl RoomBroker {
+    /// Tells this node's members of a room that someone joined or left on another node.
+    fn relay_presence(&mut self, room: &str, member: &MemberView, node: &str, joined: bool) {
+        if self.bus.as_ref().is_some_and(|b| b.is_own(node)) || !self.announces_presence(room) {
+            return;
+        }
+        let msg = if joined {
+            ServerMsg::MemberJoined { room, member }
+        } else {
+            ServerMsg::MemberLeft { room, member }
+        };
+        let text: ByteString = msg.to_text().into();
+        self.tell_members(room, &text, None);
     }
 }
 
