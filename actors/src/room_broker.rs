@@ -270,6 +270,23 @@ fn stored_event(room: &str, seq: u64, from: &str, data: &RawValue, ts: &str) -> 
     }
 }
 
+/// The room events among `events` (from the Redis history), rendered for storage.
+fn stored_events(events: Vec<BusEvent>) -> Vec<StoredEvent> {
+    events
+        .into_iter()
+        .filter_map(|ev| match ev {
+            BusEvent::Event {
+                room,
+                seq,
+                from,
+                data,
+                ts,
+            } => Some(stored_event(&room, seq, &from, &data, &ts)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The text form of an event: its data when that is a JSON string, else the data's JSON.
 fn text_of(json: &ByteString) -> ByteString {
     let parsed: Result<EventFrame<'_>, _> = serde_json::from_str(json);
@@ -559,19 +576,7 @@ impl Handler<Join> for RoomBroker {
                 let fut = async move { bus.history(&fetch_room, since, cap).await };
                 ctx.spawn(fut.into_actor(self).map(move |result, this, _| {
                     let fetched = match result {
-                        Ok(events) => events
-                            .into_iter()
-                            .filter_map(|ev| match ev {
-                                BusEvent::Event {
-                                    room,
-                                    seq,
-                                    from,
-                                    data,
-                                    ts,
-                                } => Some(stored_event(&room, seq, &from, &data, &ts)),
-                                _ => None,
-                            })
-                            .collect(),
+                        Ok(events) => stored_events(events),
                         Err(e) => {
                             // Replay what memory holds; the client is told what is missing.
                             log::warn!("replay from Redis failed ({e}); replaying from memory");
@@ -928,19 +933,7 @@ impl Handler<GetHistory> for RoomBroker {
         let fut = async move {
             let Some(bus) = bus else { return local };
             match bus.history(&msg.room, msg.since, msg.limit).await {
-                Ok(events) => events
-                    .into_iter()
-                    .filter_map(|ev| match ev {
-                        BusEvent::Event {
-                            room,
-                            seq,
-                            from,
-                            data,
-                            ts,
-                        } => Some(stored_event(&room, seq, &from, &data, &ts).json),
-                        _ => None,
-                    })
-                    .collect(),
+                Ok(events) => stored_events(events).into_iter().map(|e| e.json).collect(),
                 Err(e) => {
                     log::warn!("history from Redis failed ({e}); answering from memory");
                     local
