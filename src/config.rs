@@ -193,6 +193,17 @@ impl fmt::Debug for Secret {
 
 pub use courier_actors::stores::PoolSettings as PoolConfig;
 
+/// Limits of the data endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataConfig {
+    /// `USERS_BATCH_MAX`: most users one `POST /users/batch` may create.
+    pub users_batch_max: usize,
+    /// `EXPORT_PAGE_SIZE`: rows fetched per query while streaming `/export/users`.
+    pub export_page_size: i64,
+    /// `DOCUMENTS_MAX_BYTES`: largest document `POST /documents` accepts.
+    pub documents_max_bytes: usize,
+}
+
 /// The shared outbound HTTP client's limits (one client per worker thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpClientConfig {
@@ -316,6 +327,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `READINESS_TIMEOUT_MS`: how long `/readyz` waits for each dependency.
     pub readiness_timeout: Duration,
+    /// The data endpoints' limits.
+    pub data: DataConfig,
     /// The realtime core's limits and timings.
     pub realtime: RealtimeConfig,
     /// One line per setting: name, shown value, source. For `courier config`.
@@ -589,6 +602,9 @@ const KNOWN_KEYS: &[&str] = &[
     "sse_keepalive_interval_ms",
     "sse_demo_interval_ms",
     "sse_updates_coalesce_ms",
+    "users_batch_max",
+    "export_page_size",
+    "documents_max_bytes",
 ];
 
 fn quote(raw: &str) -> String {
@@ -872,6 +888,11 @@ impl Resolver {
         let client_request_timeout = self.millis("CLIENT_REQUEST_TIMEOUT_MS", 1, 600_000)?;
         let shutdown_timeout = self.secs("SHUTDOWN_TIMEOUT_SECS", 0, 3600)?;
         let readiness_timeout = self.millis("READINESS_TIMEOUT_MS", 1, 60_000)?;
+        let data = DataConfig {
+            users_batch_max: self.integer("USERS_BATCH_MAX", 1, 10_000)? as usize,
+            export_page_size: self.integer("EXPORT_PAGE_SIZE", 1, 100_000)? as i64,
+            documents_max_bytes: self.integer("DOCUMENTS_MAX_BYTES", 2, 16 << 20)? as usize,
+        };
         let anonymous_publish = self.boolean("ANONYMOUS_PUBLISH")?;
         if anonymous_publish && env == Environment::Production {
             return Err(invalid(
@@ -948,6 +969,7 @@ impl Resolver {
             client_request_timeout,
             shutdown_timeout,
             readiness_timeout,
+            data,
             realtime,
             report: self.report,
         })

@@ -220,3 +220,20 @@ pub fn extractor_configs(
     let payload = web::PayloadConfig::default().limit(max_body_bytes);
     (json, query, path, payload)
 }
+
+impl From<courier_actors::db::DbError> for AppError {
+    fn from(e: courier_actors::db::DbError) -> Self {
+        use courier_actors::db::DbError as D;
+        match e {
+            D::Unavailable(m) => Self::Unavailable(m),
+            D::Timeout(limit) => Self::GatewayTimeout(format!(
+                "the database did not finish the statement within {} ms",
+                limit.as_millis()
+            )),
+            D::Conflict(m) => Self::Conflict(m),
+            D::Invalid(m) => Self::Unprocessable(m),
+            D::NotFound(m) => Self::NotFound(m),
+            D::Internal(m) => Self::Internal(m),
+        }
+    }
+}

@@ -22,6 +22,9 @@ enum Command {
     Serve,
     /// Print the effective configuration, secrets redacted, with where each value came from.
     Config,
+    /// Apply the database migrations (Postgres at DATABASE_URL, else the embedded SQLite
+    /// file) and exit; the server also applies them at start-up.
+    Migrate,
     /// Mint a token (JWT, HS256, signed with JWT_SECRET) for local use.
     Token {
         /// The user name the token carries.
@@ -58,6 +61,33 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve => serve(config),
+        Command::Migrate => migrate(config),
+    }
+}
+
+fn migrate(config: Config) -> ExitCode {
+    let result = actix_rt::System::new().block_on(async move {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let metrics = courier::metrics::Metrics::new(&config.app_name);
+        let db = courier::startup::build_database(&config, &metrics, &Default::default());
+        let applied = db.migrate().await?;
+        anyhow::Ok((db.backend().name(), applied))
+    });
+    match result {
+        Ok((backend, applied)) => {
+            let mut out = std::io::stdout();
+            if applied.is_empty() {
+                let _ = writeln!(out, "{backend}: the schema is up to date");
+            }
+            for version in applied {
+                let _ = writeln!(out, "{backend}: applied {version}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("courier: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

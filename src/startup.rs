@@ -15,6 +15,9 @@ use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use courier_actors::db::documents::DocumentStore;
+use courier_actors::db::{Database, DbMetrics, DbSettings};
+use courier_actors::db_executor::DbExecutor;
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::redis_bus::RedisBus;
 use courier_actors::room_broker::{BrokerConfig, BrokerHandle, CloseAll, RoomBroker};
@@ -37,6 +40,10 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Most connections one worker serves at once (10,000 WebSockets fit on one node).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
+
+/// While the migrations cannot be applied (the database is down at start-up), they are
+/// tried again this often; data requests answer 503 until they succeed.
+pub const MIGRATION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A built, listening application.
 pub struct Application {
@@ -123,6 +130,8 @@ impl Application {
 
         let metrics = Metrics::new(&config.app_name);
         let stores = build_stores(&config).await?;
+        let db = build_database(&config, &metrics, &stores);
+        prepare_schema(&db).await;
         let upstream_url = match &config.upstream_url {
             Some(url) => url.clone(),
             None => own_url(addr, "/demo/data")?,
@@ -135,6 +144,7 @@ impl Application {
             config: Arc::new(config),
             metrics: metrics.clone(),
             stores,
+            db: db.clone(),
             upstream_url: Arc::new(upstream_url),
             cpu_slots: Arc::new(Semaphore::new(cores)),
             realtime,
@@ -145,15 +155,20 @@ impl Application {
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
             let (json, query, path, payload) = extractor_configs(config.max_body_bytes);
+            // One database executor per worker: queries run on the thread that serves the
+            // request; the pool they share bounds the connections.
+            let executor = DbExecutor::new(db.clone()).start();
+            let documents_max = config.data.documents_max_bytes;
             App::new()
                 .app_data(data.clone())
+                .app_data(web::Data::new(executor))
                 .app_data(web::Data::new(upstream::build_client(&config.http_client)))
                 .app_data(json)
                 .app_data(query)
                 .app_data(path)
                 .app_data(payload)
                 .wrap(Telemetry::new(metrics.clone(), config.debug))
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, documents_max))
                 .default_service(web::to(routes::not_found))
         })
         .on_connect(move |conn, _| {
@@ -330,16 +345,6 @@ fn start_realtime(
 /// that is down is reported by `/readyz` and used once it is back.
 async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     let mut stores = Stores::default();
-    match &config.database_url {
-        Some(url) => {
-            log::info!("database: Postgres at {}", url.redacted());
-            stores.postgres = Some(stores::postgres::pool(url.expose(), &config.db_pool));
-        }
-        None => log::info!(
-            "database: DATABASE_URL is unset; using the embedded store under {}",
-            config.data_dir.display()
-        ),
-    }
     match &config.redis_url {
         Some(url) => {
             log::info!("redis: {}", url.redacted());
@@ -405,6 +410,73 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     Ok(stores)
 }
 
+/// The relational store (Postgres when `DATABASE_URL` is set, else the SQLite file in
+/// `APP_DATA_DIR`) with the document store (MongoDB when `MONGODB_URI` is set, else the
+/// relational store). Nothing connects here.
+pub fn build_database(config: &Config, metrics: &Metrics, stores: &Stores) -> Database {
+    let settings = DbSettings {
+        pool: config.db_pool.clone(),
+        statement_timeout: config.db_statement_timeout,
+    };
+    let db_metrics = DbMetrics::register(metrics.registry());
+    let documents = match &stores.mongo {
+        Some(client) => DocumentStore::mongo(client, &config.app_name, config.db_statement_timeout),
+        None => DocumentStore::Relational,
+    };
+    match &config.database_url {
+        Some(url) => {
+            log::info!("database: Postgres at {}", url.redacted());
+            Database::postgres(url.expose(), settings, db_metrics, documents)
+        }
+        None => {
+            log::info!(
+                "database: DATABASE_URL is unset; using the embedded SQLite file {}",
+                config
+                    .data_dir
+                    .join(courier_actors::db::SQLITE_FILE)
+                    .display()
+            );
+            Database::sqlite(&config.data_dir, settings, db_metrics, documents)
+        }
+    }
+}
+
+/// Applies the migrations before serving. If the database cannot be reached, serving
+/// starts anyway (data requests answer 503 and `/readyz` says why) and the migrations are
+/// retried in the background until they succeed.
+async fn prepare_schema(db: &Database) {
+    match db.migrate().await {
+        Ok(applied) => log_migrations(&applied),
+        Err(e) => {
+            log::warn!(
+                "database: {e}; retrying every {} s",
+                MIGRATION_RETRY_INTERVAL.as_secs()
+            );
+            let db = db.clone();
+            actix_rt::spawn(async move {
+                loop {
+                    actix_rt::time::sleep(MIGRATION_RETRY_INTERVAL).await;
+                    match db.migrate().await {
+                        Ok(applied) => {
+                            log_migrations(&applied);
+                            break;
+                        }
+                        Err(e) => log::warn!("database: {e}"),
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn log_migrations(applied: &[String]) {
+    if applied.is_empty() {
+        log::info!("database: schema is up to date");
+    } else {
+        log::info!("database: applied migrations {}", applied.join(", "));
+    }
+}
+
 /// Closes the pools and clients.
 async fn shutdown_stores(stores: Stores) {
     if let Some(client) = stores.mongo {
@@ -412,15 +484,11 @@ async fn shutdown_stores(stores: Stores) {
         log::info!("shutdown: MongoDB client closed");
     }
     let Stores {
-        postgres,
         redis,
         redis_cache,
         redis_session,
         ..
     } = stores;
-    if postgres.is_some() {
-        log::info!("shutdown: Postgres pool closed");
-    }
     if redis.is_some() || redis_cache.is_some() || redis_session.is_some() {
         log::info!("shutdown: Redis pools closed");
     }

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
+use courier_actors::db::Database;
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::room_broker::BrokerHandle;
 use courier_actors::sse_feed::SseFeed;
-use courier_actors::stores::postgres::PgPool;
 use courier_actors::stores::redis::RedisPool;
 use courier_actors::ws_session::SessionConfig;
 use tokio::sync::Semaphore;
@@ -27,6 +27,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The external stores that are configured.
     pub stores: Stores,
+    /// The relational and document stores (queried through each worker's `DbExecutor`;
+    /// held here for readiness checks and pool metrics).
+    pub db: Database,
     /// The API behind `/io-intensive` and `/external-api`.
     pub upstream_url: Arc<Url>,
     /// Bounds CPU-heavy work to one task per core, so it queues instead of oversubscribing
@@ -85,8 +88,6 @@ impl Realtime {
 /// Handles of the configured external stores; `None` means the embedded backend.
 #[derive(Clone, Default)]
 pub struct Stores {
-    /// Postgres (`DATABASE_URL`).
-    pub postgres: Option<PgPool>,
     /// Redis (`REDIS_URL`).
     pub redis: Option<RedisPool>,
     /// Redis for the cache (`REDIS_URL_CACHE`), when it differs from `REDIS_URL`.

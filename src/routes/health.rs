@@ -40,6 +40,9 @@ pub struct Check {
     /// Why the dependency is down.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// For `database`: `postgres` or `sqlite` (the embedded file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'static str>,
 }
 
 /// Readiness of every dependency.
@@ -59,6 +62,7 @@ fn embedded() -> Check {
         status: "embedded",
         latency_ms: None,
         error: None,
+        backend: None,
     }
 }
 
@@ -76,11 +80,13 @@ async fn timed(
             status: "ok",
             latency_ms,
             error: None,
+            backend: None,
         },
         Err(e) => Check {
             status: "down",
             latency_ms,
             error: Some(e.to_string()),
+            backend: None,
         },
     };
     (name, check)
@@ -99,15 +105,14 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
     let s = &state.stores;
     let mut checks: BTreeMap<&'static str, Check> = BTreeMap::new();
     let mut probes = Vec::new();
-    match &s.postgres {
-        Some(pool) => probes.push(
-            Box::pin(timed("database", &state, stores::postgres::ping(pool)))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>,
-        ),
-        None => {
-            checks.insert("database", embedded());
-        }
-    }
+    let db = state.db.clone();
+    probes.push(Box::pin(timed("database", &state, async move {
+        db.ping().await.map_err(|e| StoreError::Unavailable {
+            store: "database",
+            reason: e.to_string(),
+        })
+    }))
+        as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>);
     match &s.redis {
         Some(pool) => probes.push(Box::pin(timed("redis", &state, stores::redis::ping(pool)))),
         None => {
@@ -139,6 +144,9 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
         }
     }
     checks.extend(join_all(probes).await);
+    if let Some(check) = checks.get_mut("database") {
+        check.backend = Some(state.db.backend().name());
+    }
 
     let down: Vec<&str> = checks
         .iter()
@@ -172,6 +180,7 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.db.refresh_pool_metrics();
     state.metrics.sync_log_lines_dropped(log_lines_dropped());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

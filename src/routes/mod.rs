@@ -1,9 +1,12 @@
 //! HTTP routes and the OpenAPI document that describes them.
 
 pub mod basic;
+pub mod data;
+pub mod documents;
 pub mod health;
 pub mod rooms;
 pub mod sse;
+pub mod streaming;
 pub mod ws;
 
 use actix_web::http::{header, Method};
@@ -45,6 +48,22 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         rooms::history,
         rooms::presence,
         rooms::list,
+        data::create_user,
+        data::create_users,
+        data::get_user,
+        data::get_user_fast,
+        data::list_users,
+        data::dashboard,
+        data::create_order,
+        data::create_post,
+        data::create_comment,
+        data::get_post,
+        data::list_data,
+        data::create_data,
+        documents::create_document,
+        documents::get_document,
+        streaming::export_users,
+        streaming::generate_report,
     ),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -52,7 +71,9 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         (name = "basics", description = "The seed's basic async routes"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "realtime", description = "WebSockets and Server-Sent Events"),
-        (name = "rooms", description = "Rooms over REST and SSE")
+        (name = "rooms", description = "Rooms over REST and SSE"),
+        (name = "data", description = "Users, posts, orders, data rows and documents"),
+        (name = "streaming", description = "Responses streamed from the database")
     )
 )]
 pub struct ApiDoc;
@@ -85,8 +106,8 @@ async fn index() -> HttpResponse {
         .body(INDEX_HTML)
 }
 
-/// Registers every route on an `App` or scope.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers every route on an `App` or scope. `documents_max_bytes` bounds `POST /documents`.
+pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
     // Probes first: they are the most frequent requests and routes are matched in order.
     cfg.service(get("/healthz", health::healthz))
         .service(get("/readyz", health::readyz))
@@ -111,6 +132,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/rooms/{room}/history", rooms::history))
         .service(get("/rooms/{room}/presence", rooms::presence))
         .service(get("/rooms/{room}/events", sse::room_events))
+        .service(post("/users/batch", data::create_users))
+        .service(
+            web::resource("/users")
+                .route(web::get().to(data::list_users))
+                .route(web::post().to(data::create_user))
+                .default_service(web::to(|| async { methods_not_allowed("GET, POST") })),
+        )
+        .service(get("/users/{id}", data::get_user))
+        .service(get("/users-fast/{id}", data::get_user_fast))
+        .service(get("/dashboard", data::dashboard))
+        .service(post("/orders", data::create_order))
+        .service(post("/posts", data::create_post))
+        .service(get("/posts/{id}", data::get_post))
+        .service(post("/posts/{id}/comments", data::create_comment))
+        .service(
+            web::resource("/data")
+                .route(web::get().to(data::list_data))
+                .route(web::post().to(data::create_data))
+                .default_service(web::to(|| async { methods_not_allowed("GET, POST") })),
+        )
+        .service(
+            post("/documents", documents::create_document)
+                .app_data(crate::error::extractor_configs(documents_max_bytes).0),
+        )
+        .service(get("/documents/{id}", documents::get_document))
+        .service(get("/export/users", streaming::export_users))
+        .service(get("/generate/report", streaming::generate_report))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
         .service(get("/docs", || async {
             HttpResponse::PermanentRedirect()
@@ -159,6 +207,13 @@ where
 fn method_not_allowed(allow: Method) -> HttpResponse {
     HttpResponse::MethodNotAllowed()
         .insert_header((header::ALLOW, allow.as_str()))
+        .finish()
+}
+
+/// 405 for a resource that answers several methods.
+fn methods_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
         .finish()
 }
 

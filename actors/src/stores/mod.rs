@@ -1,11 +1,11 @@
-//! Connections to the external stores: Postgres, Redis and MongoDB.
+//! Connections to the external stores: Redis and MongoDB (the relational pools are in
+//! [`crate::db`]).
 //!
 //! Each is created lazily — building a pool opens no connection — so the server starts
 //! while a dependency is down, reports it on `/readyz`, and starts using it as soon as it
 //! comes back. Every operation here is bounded by a timeout from configuration.
 
 pub mod mongo;
-pub mod postgres;
 pub mod redis;
 
 use std::time::Duration;

@@ -1,0 +1,89 @@
+//! The schema migrations in `migrations/{postgres,sqlite}`, embedded in the binary and
+//! applied on a blocking thread (diesel's migration harness is synchronous).
+//!
+//! On Postgres the run holds an advisory lock, so nodes starting together apply each
+//! migration once.
+
+use std::time::Duration;
+
+use diesel::Connection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::{Backend, DbError, DbSettings};
+
+/// The Postgres migrations.
+pub const POSTGRES: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+/// The SQLite migrations.
+pub const SQLITE: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+
+/// The advisory-lock key that serialises migration runs across nodes ("courier" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x636f_7572_6965_72;
+
+/// How long a migration run may take in all, connecting included.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>, BoxError>
+where
+    C: MigrationHarness<<C as Connection>::Backend> + Connection,
+{
+    let applied = conn.run_pending_migrations(migrations)?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+fn run_postgres(url: &str, settings: &DbSettings) -> Result<Vec<String>, BoxError> {
+    use diesel::RunQueryDsl;
+    // Bound the connect by the pool's connect timeout (a down database fails fast).
+    let mut url = url::Url::parse(url)?;
+    if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
+        let secs = settings.pool.connect_timeout.as_secs().max(1);
+        url.query_pairs_mut()
+            .append_pair("connect_timeout", &secs.to_string());
+    }
+    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url.as_str())?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .execute(&mut conn)?;
+    let result = apply(&mut conn, POSTGRES);
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+        .execute(&mut conn);
+    result
+}
+
+fn run_sqlite(path: &str, settings: &DbSettings) -> Result<Vec<String>, BoxError> {
+    use diesel::connection::SimpleConnection;
+    let mut conn = diesel::SqliteConnection::establish(path)?;
+    // WAL lets readers work while one writer writes; the mode is kept in the file.
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
+        settings.statement_timeout.as_millis()
+    ))?;
+    apply(&mut conn, SQLITE)
+}
+
+/// Applies the pending migrations for `backend` at `url`; returns the versions applied.
+pub async fn run(
+    backend: Backend,
+    url: &str,
+    settings: &DbSettings,
+) -> Result<Vec<String>, DbError> {
+    let url = url.to_owned();
+    let settings = settings.clone();
+    let task = tokio::task::spawn_blocking(move || match backend {
+        Backend::Postgres => run_postgres(&url, &settings),
+        Backend::Sqlite => run_sqlite(&url, &settings),
+    });
+    match tokio::time::timeout(MIGRATION_TIMEOUT, task).await {
+        Ok(Ok(Ok(applied))) => Ok(applied),
+        Ok(Ok(Err(e))) => Err(DbError::Unavailable(format!(
+            "migrations could not be applied: {e}"
+        ))),
+        Ok(Err(e)) => Err(DbError::Internal(format!("the migration task failed: {e}"))),
+        Err(_) => Err(DbError::Unavailable(format!(
+            "migrations did not finish within {} s",
+            MIGRATION_TIMEOUT.as_secs()
+        ))),
+    }
+}

@@ -1,0 +1,540 @@
+//! The relational store: Postgres through a bb8 pool of diesel-async connections when
+//! `DATABASE_URL` is set, an embedded SQLite file otherwise.
+//!
+//! One set of queries serves both backends: [`Database`] holds one of two pools, and the
+//! [`on_conn!`] macro checks out a connection and runs the same diesel query code against
+//! whichever it is. Every operation is bounded twice: taking a connection by the pool's
+//! connect timeout (a database that is down answers [`DbError::Unavailable`] within it),
+//! and the statement by `DB_STATEMENT_TIMEOUT_MS` (enforced by Postgres itself through
+//! `statement_timeout`, by SQLite through `busy_timeout`, and by a client-side deadline
+//! [`STATEMENT_TIMEOUT_GRACE`] later in case the server cannot answer at all), which
+//! answers [`DbError::Timeout`].
+//!
+//! Only the [`crate::db_executor::DbExecutor`] actor calls into this module; handlers send
+//! it messages.
+
+pub mod documents;
+pub mod migrations;
+pub mod models;
+pub mod queries;
+pub mod schema;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
+};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::FutureExt;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+use crate::stores::PoolSettings;
+
+pub use documents::DocumentStore;
+
+/// The client-side deadline of a statement is the statement timeout plus this: the
+/// database's own timeout fires first and reports a clean error; this one only catches a
+/// server or network that stopped answering altogether.
+pub const STATEMENT_TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+
+/// The embedded database file's name inside `APP_DATA_DIR`.
+pub const SQLITE_FILE: &str = "courier.sqlite3";
+
+/// A pooled SQLite connection: diesel's synchronous connection run on the blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// The Postgres pool.
+pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+/// The SQLite pool.
+pub type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConn>>;
+
+/// Which relational backend is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Postgres (`DATABASE_URL`).
+    Postgres,
+    /// The embedded SQLite file.
+    Sqlite,
+}
+
+impl Backend {
+    /// `postgres` or `sqlite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Why a database operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached, refused the connection, or its schema is not ready.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A statement did not finish within the statement timeout.
+    #[error("the database did not finish the statement within {0:?}")]
+    Timeout(Duration),
+    /// A row with the same unique key exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request refers to something that does not exist, or breaks a rule of the schema.
+    #[error("{0}")]
+    Invalid(String),
+    /// The addressed row does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Anything else; the detail is logged.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl DbError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Conflict(_) => "conflict",
+            Self::Invalid(_) => "invalid",
+            Self::NotFound(_) => "not_found",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// Classifies a driver error that the query did not handle itself.
+    pub fn from_diesel(e: DieselError, statement_timeout: Duration) -> Self {
+        match e {
+            DieselError::DatabaseError(kind, info) => {
+                let message = info.message().to_owned();
+                match kind {
+                    DatabaseErrorKind::UniqueViolation => Self::Conflict(message),
+                    DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::CheckViolation
+                    | DatabaseErrorKind::NotNullViolation => Self::Invalid(message),
+                    DatabaseErrorKind::ClosedConnection
+                    | DatabaseErrorKind::UnableToSendCommand => {
+                        Self::Unavailable(format!("the database connection failed: {message}"))
+                    }
+                    _ if message.contains("statement timeout")
+                        || message.contains("database is locked") =>
+                    {
+                        Self::Timeout(statement_timeout)
+                    }
+                    _ if message.contains("terminating connection")
+                        || message.contains("shutting down")
+                        || message.contains("starting up")
+                        || message.contains("connection closed") =>
+                    {
+                        Self::Unavailable(format!("the database is unavailable: {message}"))
+                    }
+                    _ => Self::Internal(message),
+                }
+            }
+            DieselError::BrokenTransactionManager => {
+                Self::Unavailable("the database connection failed mid-transaction".into())
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The database metrics, registered on the application's registry.
+#[derive(Clone)]
+pub struct DbMetrics {
+    /// Statement latency by operation.
+    pub query_seconds: HistogramVec,
+    /// Failed operations by kind.
+    pub errors: IntCounterVec,
+    /// Pool connections by state (`idle`, `in_use`).
+    pub pool_connections: IntGaugeVec,
+    /// The pool's maximum size.
+    pub pool_max: IntGauge,
+    /// Callers waiting for a connection.
+    pub pool_waiting: IntGauge,
+}
+
+impl DbMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &prometheus::Registry) -> Self {
+        let query_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "courier_db_query_duration_seconds",
+                "Database operation latency, taking a connection included, by operation.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["operation"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "courier_db_errors_total",
+                "Failed database operations by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "courier_db_pool_connections",
+                "Database pool connections by state (idle, in_use).",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let pool_max = IntGauge::new(
+            "courier_db_pool_max_connections",
+            "The database pool's maximum size.",
+        )
+        .expect("valid metric");
+        let pool_waiting = IntGauge::new(
+            "courier_db_pool_waiting",
+            "Callers waiting for a database connection.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(query_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(pool_connections.clone()),
+            Box::new(pool_max.clone()),
+            Box::new(pool_waiting.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            query_seconds,
+            errors,
+            pool_connections,
+            pool_max,
+            pool_waiting,
+        }
+    }
+}
+
+/// Database settings from configuration.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// Pool sizes and timeouts.
+    pub pool: PoolSettings,
+    /// `DB_STATEMENT_TIMEOUT_MS`.
+    pub statement_timeout: Duration,
+}
+
+enum Pools {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+struct Inner {
+    pools: Pools,
+    /// What the pool connects to: the Postgres URL or the SQLite file path.
+    url: String,
+    settings: DbSettings,
+    metrics: DbMetrics,
+    /// True once the migrations have been applied.
+    schema_ready: AtomicBool,
+    /// Why the migrations could not be applied yet.
+    schema_error: Mutex<Option<String>>,
+    documents: DocumentStore,
+}
+
+/// The relational store and the document store: cheap to clone, shared by every
+/// [`crate::db_executor::DbExecutor`].
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+/// Decrements the waiting gauge when a checkout ends, finished or cancelled.
+struct Waiting<'a>(&'a IntGauge);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn pool_error(e: bb8::RunError<PoolError>, connect_timeout: Duration) -> DbError {
+    match e {
+        bb8::RunError::TimedOut => DbError::Unavailable(format!(
+            "the database is unavailable: no connection within {} ms",
+            connect_timeout.as_millis()
+        )),
+        bb8::RunError::User(e) => DbError::Unavailable(format!("the database is unavailable: {e}")),
+    }
+}
+
+/// Checks out a connection from `$pool` of `$db`, binds it to `$conn` and evaluates
+/// `$body` (a future yielding `Result<T, DbError>`) under the statement deadline, recording
+/// latency under `$op`. Expands the body once per backend.
+macro_rules! on_conn {
+    ($db:expr, $op:expr, |$conn:ident| $body:expr) => {{
+        let db: &$crate::db::Database = &$db;
+        let started = ::std::time::Instant::now();
+        let result = async {
+            db.check_schema()?;
+            match db.pools() {
+                $crate::db::PoolRef::Postgres(pool) => {
+                    let mut guard = db.checkout(pool).await?;
+                    let $conn = &mut *guard;
+                    db.deadline($body).await
+                }
+                $crate::db::PoolRef::Sqlite(pool) => {
+                    let mut guard = db.checkout(pool).await?;
+                    let $conn = &mut *guard;
+                    db.deadline($body).await
+                }
+            }
+        }
+        .await;
+        db.record($op, started, &result);
+        result
+    }};
+}
+pub(crate) use on_conn;
+
+/// A borrowed pool, for [`on_conn!`].
+#[doc(hidden)]
+pub enum PoolRef<'a> {
+    Postgres(&'a PgPool),
+    Sqlite(&'a SqlitePool),
+}
+
+impl Database {
+    /// Postgres at `url`. No connection is opened here: a database that is down does not
+    /// stop start-up.
+    pub fn postgres(
+        url: &str,
+        settings: DbSettings,
+        metrics: DbMetrics,
+        documents: DocumentStore,
+    ) -> Self {
+        let timeout_ms = settings.statement_timeout.as_millis();
+        let mut config = ManagerConfig::<AsyncPgConnection>::default();
+        // Only check for a dangling transaction when a connection goes back to the pool; a
+        // broken connection is noticed by the driver and discarded.
+        config.recycling_method = RecyclingMethod::Fast;
+        config.custom_setup = Box::new(move |url| {
+            let url = url.to_owned();
+            async move {
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                conn.batch_execute(&format!("SET statement_timeout = {timeout_ms}"))
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            }
+            .boxed()
+        });
+        let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+        let pool = settings.pool.builder().build_unchecked(manager);
+        Self::new(Pools::Postgres(pool), url, settings, metrics, documents)
+    }
+
+    /// The embedded SQLite file `SQLITE_FILE` in `data_dir` (which must exist).
+    pub fn sqlite(
+        data_dir: &Path,
+        settings: DbSettings,
+        metrics: DbMetrics,
+        documents: DocumentStore,
+    ) -> Self {
+        let path = data_dir.join(SQLITE_FILE).display().to_string();
+        let busy_ms = settings.statement_timeout.as_millis();
+        let mut config = ManagerConfig::<SqliteConn>::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        config.custom_setup = Box::new(move |url| {
+            let url = url.to_owned();
+            async move {
+                let mut conn = SqliteConn::establish(&url).await?;
+                // A writer waits for another writer's lock up to the statement timeout.
+                conn.batch_execute(&format!(
+                    "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {busy_ms};"
+                ))
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            }
+            .boxed()
+        });
+        let manager = AsyncDieselConnectionManager::new_with_config(&path, config);
+        let pool = settings.pool.builder().build_unchecked(manager);
+        Self::new(Pools::Sqlite(pool), &path, settings, metrics, documents)
+    }
+
+    fn new(
+        pools: Pools,
+        url: &str,
+        settings: DbSettings,
+        metrics: DbMetrics,
+        documents: DocumentStore,
+    ) -> Self {
+        metrics.pool_max.set(i64::from(settings.pool.max_size));
+        Self {
+            inner: Arc::new(Inner {
+                pools,
+                url: url.to_owned(),
+                settings,
+                metrics,
+                schema_ready: AtomicBool::new(false),
+                schema_error: Mutex::new(Some("migrations have not run yet".into())),
+                documents,
+            }),
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self.inner.pools {
+            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The document store.
+    pub fn documents(&self) -> &DocumentStore {
+        &self.inner.documents
+    }
+
+    /// The statement timeout.
+    pub fn statement_timeout(&self) -> Duration {
+        self.inner.settings.statement_timeout
+    }
+
+    #[doc(hidden)]
+    pub fn pools(&self) -> PoolRef<'_> {
+        match &self.inner.pools {
+            Pools::Postgres(p) => PoolRef::Postgres(p),
+            Pools::Sqlite(p) => PoolRef::Sqlite(p),
+        }
+    }
+
+    /// Fails with [`DbError::Unavailable`] until the migrations have been applied.
+    #[doc(hidden)]
+    pub fn check_schema(&self) -> Result<(), DbError> {
+        if self.inner.schema_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self
+            .inner
+            .schema_error
+            .lock()
+            .map(|e| e.clone().unwrap_or_default())
+            .unwrap_or_default();
+        Err(DbError::Unavailable(format!(
+            "the database schema is not ready: {why}"
+        )))
+    }
+
+    /// Takes a connection from `pool`, waiting at most the pool's connect timeout.
+    #[doc(hidden)]
+    pub async fn checkout<'p, M>(
+        &self,
+        pool: &'p bb8::Pool<M>,
+    ) -> Result<bb8::PooledConnection<'p, M>, DbError>
+    where
+        M: bb8::ManageConnection<Error = PoolError>,
+    {
+        let gauge = &self.inner.metrics.pool_waiting;
+        gauge.inc();
+        let _waiting = Waiting(gauge);
+        pool.get()
+            .await
+            .map_err(|e| pool_error(e, self.inner.settings.pool.connect_timeout))
+    }
+
+    /// Runs one statement (or transaction) under the client-side deadline.
+    #[doc(hidden)]
+    pub async fn deadline<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let timeout = self.inner.settings.statement_timeout;
+        match tokio::time::timeout(timeout + STATEMENT_TIMEOUT_GRACE, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::Timeout(timeout)),
+        }
+    }
+
+    /// Maps a driver error with this database's statement timeout.
+    pub(crate) fn err(&self, e: DieselError) -> DbError {
+        DbError::from_diesel(e, self.inner.settings.statement_timeout)
+    }
+
+    /// Records an operation's latency and, when it failed, its error kind.
+    #[doc(hidden)]
+    pub fn record<T>(&self, op: &str, started: Instant, result: &Result<T, DbError>) {
+        let m = &self.inner.metrics;
+        m.query_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            m.errors.with_label_values(&[e.kind()]).inc();
+            match e {
+                DbError::Internal(detail) => log::error!("db: {op} failed: {detail}"),
+                DbError::Unavailable(_) | DbError::Timeout(_) => {
+                    log::warn!("db: {op} failed: {e}")
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Refreshes the pool gauges (called when metrics are scraped).
+    pub fn refresh_pool_metrics(&self) {
+        let state = match &self.inner.pools {
+            Pools::Postgres(p) => p.state(),
+            Pools::Sqlite(p) => p.state(),
+        };
+        let m = &self.inner.metrics;
+        let idle = i64::from(state.idle_connections);
+        m.pool_connections.with_label_values(&["idle"]).set(idle);
+        m.pool_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(state.connections) - idle);
+    }
+
+    /// Checks out a connection and runs `SELECT 1`; also fails while the schema is not ready.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        use diesel_async::RunQueryDsl;
+        on_conn!(self, "ping", |conn| async {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Applies pending migrations off the event loop and marks the schema ready; returns
+    /// the versions applied now.
+    pub async fn migrate(&self) -> Result<Vec<String>, DbError> {
+        let result = migrations::run(self.backend(), &self.inner.url, &self.inner.settings).await;
+        match &result {
+            Ok(_) => {
+                if let Ok(mut e) = self.inner.schema_error.lock() {
+                    *e = None;
+                }
+                self.inner.schema_ready.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                if let Ok(mut slot) = self.inner.schema_error.lock() {
+                    *slot = Some(e.to_string());
+                }
+            }
+        }
+        result
+    }
+
+    /// True once the migrations have been applied.
+    pub fn schema_ready(&self) -> bool {
+        self.inner.schema_ready.load(Ordering::Acquire)
+    }
+}

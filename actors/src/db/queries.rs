@@ -1,0 +1,604 @@
+//! Every relational query, written once with diesel's query builder and run on either
+//! backend through [`on_conn!`]. Only `/users-fast` is raw SQL, one statement per backend.
+
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use futures_util::future::try_join3;
+use serde_json::{Map, Value};
+
+use super::documents::{self, DocumentStore};
+use super::models::*;
+use super::schema::{comments, data, documents as documents_table, orders, posts, users};
+use super::{on_conn, Backend, Database, DbError, PoolRef};
+
+/// Newest users and orders shown on the dashboard.
+pub const DASHBOARD_ROWS: i64 = 10;
+
+/// Most comments returned with a post.
+pub const POST_COMMENTS_LIMIT: i64 = 100;
+
+/// `/users-fast` on Postgres: the row is turned into JSON by the database.
+const USER_JSON_POSTGRES: &str =
+    "SELECT json_build_object('id', id, 'name', name, 'email', email, \
+     'created_at', to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))::text AS json \
+     FROM users WHERE id = $1";
+
+/// `/users-fast` on SQLite.
+const USER_JSON_SQLITE: &str = "SELECT json_object('id', id, 'name', name, 'email', email, \
+     'created_at', strftime('%Y-%m-%dT%H:%M:%fZ', created_at)) AS json FROM users WHERE id = ?";
+
+#[derive(QueryableByName)]
+struct JsonRow {
+    #[diesel(sql_type = Text)]
+    json: String,
+}
+
+/// One section of the HTML report: label/value lines.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportSection {
+    /// The section's lines, in order.
+    pub lines: Vec<(String, String)>,
+}
+
+/// The report's sections, in the seed's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// User count and the newest users.
+    Users,
+    /// Order count, revenue and the best-selling products.
+    Orders,
+    /// Posts, comments, data rows and the average order.
+    Analytics,
+}
+
+impl Section {
+    /// Every section, in report order.
+    pub const ALL: [Section; 3] = [Section::Users, Section::Orders, Section::Analytics];
+
+    /// The section's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Users => "Users",
+            Self::Orders => "Orders",
+            Self::Analytics => "Analytics",
+        }
+    }
+}
+
+fn conflict_email(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+fn fk_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
+    )
+}
+
+impl Database {
+    /// Creates a user; an email in use gives [`DbError::Conflict`].
+    pub async fn create_user(&self, user: NewUser) -> Result<User, DbError> {
+        let email = user.email.clone();
+        on_conn!(self, "create_user", |conn| async {
+            diesel::insert_into(users::table)
+                .values(&user)
+                .returning(User::as_returning())
+                .get_result(conn)
+                .await
+                .map_err(|e| match e {
+                    e if conflict_email(&e) => {
+                        DbError::Conflict(format!("a user with email {email} already exists"))
+                    }
+                    e => self.err(e),
+                })
+        })
+    }
+
+    /// Creates every user in one transaction, or none. Postgres gets one multi-row
+    /// `INSERT`; SQLite (which has no multi-row `INSERT … RETURNING` in diesel) one
+    /// prepared `INSERT` per row inside the transaction, which costs no round trips there.
+    pub async fn create_users(&self, batch: Vec<NewUser>) -> Result<Vec<User>, DbError> {
+        let started = std::time::Instant::now();
+        let result = async {
+            self.check_schema()?;
+            let result = match self.pools() {
+                PoolRef::Postgres(pool) => {
+                    let mut conn = self.checkout(pool).await?;
+                    self.deadline(async {
+                        Ok(conn
+                            .transaction::<_, DieselError, _>(|tx| {
+                                async move {
+                                    diesel::insert_into(users::table)
+                                        .values(&batch)
+                                        .returning(User::as_returning())
+                                        .get_results(tx)
+                                        .await
+                                }
+                                .scope_boxed()
+                            })
+                            .await)
+                    })
+                    .await?
+                }
+                PoolRef::Sqlite(pool) => {
+                    let mut conn = self.checkout(pool).await?;
+                    self.deadline(async {
+                        Ok(conn
+                            .transaction::<_, DieselError, _>(|tx| {
+                                async move {
+                                    let mut created = Vec::with_capacity(batch.len());
+                                    for user in &batch {
+                                        created.push(
+                                            diesel::insert_into(users::table)
+                                                .values(user)
+                                                .returning(User::as_returning())
+                                                .get_result(tx)
+                                                .await?,
+                                        );
+                                    }
+                                    Ok(created)
+                                }
+                                .scope_boxed()
+                            })
+                            .await)
+                    })
+                    .await?
+                }
+            };
+            result.map_err(|e| match e {
+                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                    let detail = info.details().map(|d| format!(" ({d})")).unwrap_or_default();
+                    DbError::Conflict(format!(
+                        "a user with one of these emails already exists{detail}; no user was created"
+                    ))
+                }
+                e => self.err(e),
+            })
+        }
+        .await;
+        self.record("create_users", started, &result);
+        result
+    }
+
+    /// The user with `id`, through the query builder.
+    pub async fn get_user(&self, id: i64) -> Result<Option<User>, DbError> {
+        on_conn!(self, "get_user", |conn| async {
+            users::table
+                .find(id)
+                .select(User::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// The user with `id` as JSON text built by one prepared statement: no row mapping.
+    pub async fn get_user_json(&self, id: i64) -> Result<Option<String>, DbError> {
+        let sql = match self.backend() {
+            Backend::Postgres => USER_JSON_POSTGRES,
+            Backend::Sqlite => USER_JSON_SQLITE,
+        };
+        on_conn!(self, "get_user_json", |conn| async {
+            diesel::sql_query(sql)
+                .bind::<BigInt, _>(id)
+                .get_result::<JsonRow>(conn)
+                .await
+                .optional()
+                .map(|row| row.map(|r| r.json))
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Users with ids above `after`, ascending, at most `limit`.
+    pub async fn list_users(&self, after: i64, limit: i64) -> Result<Page<User>, DbError> {
+        let mut rows = on_conn!(self, "list_users", |conn| async {
+            users::table
+                .filter(users::id.gt(after))
+                .order(users::id.asc())
+                .limit(limit + 1)
+                .select(User::as_select())
+                .load(conn)
+                .await
+                .map_err(|e| self.err(e))
+        })?;
+        Ok(page(&mut rows, limit, |u| u.id))
+    }
+
+    /// `(id, name, email)` of users with ids above `after`, ascending, at most `limit`:
+    /// one page of the CSV export.
+    pub async fn export_users(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String)>, DbError> {
+        on_conn!(self, "export_users", |conn| async {
+            users::table
+                .filter(users::id.gt(after))
+                .order(users::id.asc())
+                .limit(limit)
+                .select((users::id, users::name, users::email))
+                .load(conn)
+                .await
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// The dashboard: three queries at once, each on its own pooled connection.
+    pub async fn dashboard(&self) -> Result<Dashboard, DbError> {
+        let newest_users = async {
+            on_conn!(self, "dashboard_users", |conn| async {
+                users::table
+                    .order(users::id.desc())
+                    .limit(DASHBOARD_ROWS)
+                    .select(User::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(|e| self.err(e))
+            })
+        };
+        let newest_orders = async {
+            on_conn!(self, "dashboard_orders", |conn| async {
+                orders::table
+                    .order(orders::id.desc())
+                    .limit(DASHBOARD_ROWS)
+                    .select(Order::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(|e| self.err(e))
+            })
+        };
+        let total = async {
+            on_conn!(self, "dashboard_count", |conn| async {
+                users::table
+                    .count()
+                    .get_result::<i64>(conn)
+                    .await
+                    .map_err(|e| self.err(e))
+            })
+        };
+        let (users, orders, total_users) = try_join3(newest_users, newest_orders, total).await?;
+        Ok(Dashboard {
+            users,
+            orders,
+            total_users,
+        })
+    }
+
+    /// Places an order; an unknown user gives [`DbError::Invalid`].
+    pub async fn create_order(&self, order: NewOrder) -> Result<Order, DbError> {
+        let user_id = order.user_id;
+        on_conn!(self, "create_order", |conn| async {
+            diesel::insert_into(orders::table)
+                .values(&order)
+                .returning(Order::as_returning())
+                .get_result(conn)
+                .await
+                .map_err(|e| match e {
+                    e if fk_violation(&e) => {
+                        DbError::Invalid(format!("user_id {user_id} does not exist"))
+                    }
+                    e => self.err(e),
+                })
+        })
+    }
+
+    /// Writes a post; an unknown author gives [`DbError::Invalid`].
+    pub async fn create_post(&self, post: NewPost) -> Result<Post, DbError> {
+        let author_id = post.author_id;
+        on_conn!(self, "create_post", |conn| async {
+            diesel::insert_into(posts::table)
+                .values(&post)
+                .returning(Post::as_returning())
+                .get_result(conn)
+                .await
+                .map_err(|e| match e {
+                    e if fk_violation(&e) => {
+                        DbError::Invalid(format!("author_id {author_id} does not exist"))
+                    }
+                    e => self.err(e),
+                })
+        })
+    }
+
+    /// Adds a comment: [`DbError::NotFound`] when the post does not exist,
+    /// [`DbError::Invalid`] when the author does not.
+    pub async fn create_comment(&self, comment: NewComment) -> Result<Comment, DbError> {
+        let (post_id, author_id) = (comment.post_id, comment.author_id);
+        on_conn!(self, "create_comment", |conn| async {
+            let result = conn
+                .transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        let exists: i64 = posts::table
+                            .filter(posts::id.eq(post_id))
+                            .count()
+                            .get_result(tx)
+                            .await?;
+                        if exists == 0 {
+                            return Err(DieselError::NotFound);
+                        }
+                        diesel::insert_into(comments::table)
+                            .values(&comment)
+                            .returning(Comment::as_returning())
+                            .get_result(tx)
+                            .await
+                    }
+                    .scope_boxed()
+                })
+                .await;
+            result.map_err(|e| match e {
+                DieselError::NotFound => DbError::NotFound("Post not found".into()),
+                e if fk_violation(&e) => {
+                    DbError::Invalid(format!("author_id {author_id} does not exist"))
+                }
+                e => self.err(e),
+            })
+        })
+    }
+
+    /// A post with its comments and author, fetched at once on three connections.
+    pub async fn get_post(&self, id: i64) -> Result<Option<PostWithRelations>, DbError> {
+        let post = async {
+            on_conn!(self, "get_post", |conn| async {
+                posts::table
+                    .find(id)
+                    .select(Post::as_select())
+                    .first(conn)
+                    .await
+                    .optional()
+                    .map_err(|e| self.err(e))
+            })
+        };
+        let post_comments = async {
+            on_conn!(self, "get_post_comments", |conn| async {
+                comments::table
+                    .filter(comments::post_id.eq(id))
+                    .order(comments::id.asc())
+                    .limit(POST_COMMENTS_LIMIT)
+                    .select(Comment::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(|e| self.err(e))
+            })
+        };
+        let author = async {
+            on_conn!(self, "get_post_author", |conn| async {
+                users::table
+                    .inner_join(posts::table)
+                    .filter(posts::id.eq(id))
+                    .select(User::as_select())
+                    .first(conn)
+                    .await
+                    .optional()
+                    .map_err(|e| self.err(e))
+            })
+        };
+        let (post, comments, author) = try_join3(post, post_comments, author).await?;
+        Ok(match (post, author) {
+            (Some(post), Some(author)) => Some(PostWithRelations {
+                post,
+                comments,
+                author,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Rows of the `data` table with ids above `after`, at most `limit`.
+    pub async fn list_data(&self, after: i64, limit: i64) -> Result<Page<DataItem>, DbError> {
+        let mut rows = on_conn!(self, "list_data", |conn| async {
+            data::table
+                .filter(data::id.gt(after))
+                .order(data::id.asc())
+                .limit(limit + 1)
+                .select(DataRow::as_select())
+                .load(conn)
+                .await
+                .map_err(|e| self.err(e))
+        })?;
+        let page = page(&mut rows, limit, |r| r.id);
+        Ok(Page {
+            items: page.items.into_iter().map(DataRow::into_item).collect(),
+            next_after: page.next_after,
+        })
+    }
+
+    /// Adds a row to the `data` table.
+    pub async fn create_data(&self, row: NewData) -> Result<DataItem, DbError> {
+        on_conn!(self, "create_data", |conn| async {
+            diesel::insert_into(data::table)
+                .values(&row)
+                .returning(DataRow::as_returning())
+                .get_result(conn)
+                .await
+                .map(DataRow::into_item)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// One section of the HTML report.
+    pub async fn report_section(&self, section: Section) -> Result<ReportSection, DbError> {
+        use diesel::dsl::count_star;
+        let lines =
+            match section {
+                Section::Users => {
+                    on_conn!(self, "report_users", |conn| async {
+                        let total: i64 = users::table.count().get_result(conn).await?;
+                        let newest: Vec<(String, String)> = users::table
+                            .order(users::id.desc())
+                            .limit(5)
+                            .select((users::name, users::email))
+                            .load(conn)
+                            .await?;
+                        let mut lines = vec![("Total users".to_owned(), total.to_string())];
+                        lines.extend(newest.into_iter().map(|(name, email)| {
+                            ("Newest".to_owned(), format!("{name} <{email}>"))
+                        }));
+                        Ok::<_, DieselError>(lines)
+                    }
+                    .map_err_db(self))
+                }
+                Section::Orders => {
+                    on_conn!(self, "report_orders", |conn| async {
+                        let total: i64 = orders::table.count().get_result(conn).await?;
+                        let revenue: Option<i64> = orders::table
+                            .select(revenue_cents())
+                            .get_result::<Option<i64>>(conn)
+                            .await?;
+                        let top: Vec<(String, i64)> = orders::table
+                            .group_by(orders::product)
+                            .select((orders::product, count_star()))
+                            .order((count_star().desc(), orders::product.asc()))
+                            .limit(5)
+                            .load(conn)
+                            .await?;
+                        let mut lines = vec![
+                            ("Total orders".to_owned(), total.to_string()),
+                            ("Revenue".to_owned(), cents(revenue.unwrap_or(0))),
+                        ];
+                        lines.extend(top.into_iter().map(|(product, n)| {
+                            ("Top product".to_owned(), format!("{product} ({n})"))
+                        }));
+                        Ok::<_, DieselError>(lines)
+                    }
+                    .map_err_db(self))
+                }
+                Section::Analytics => {
+                    on_conn!(self, "report_analytics", |conn| async {
+                        let posts_n: i64 = posts::table.count().get_result(conn).await?;
+                        let comments_n: i64 = comments::table.count().get_result(conn).await?;
+                        let data_n: i64 = data::table.count().get_result(conn).await?;
+                        let orders_n: i64 = orders::table.count().get_result(conn).await?;
+                        let revenue: Option<i64> = orders::table
+                            .select(revenue_cents())
+                            .get_result::<Option<i64>>(conn)
+                            .await?;
+                        let average = match orders_n {
+                            0 => "n/a".to_owned(),
+                            n => cents(revenue.unwrap_or(0) / n),
+                        };
+                        Ok::<_, DieselError>(vec![
+                            ("Posts".to_owned(), posts_n.to_string()),
+                            ("Comments".to_owned(), comments_n.to_string()),
+                            ("Data rows".to_owned(), data_n.to_string()),
+                            ("Average order".to_owned(), average),
+                        ])
+                    }
+                    .map_err_db(self))
+                }
+            }?;
+        Ok(ReportSection { lines })
+    }
+
+    /// Stores a document; returns its id.
+    pub async fn insert_document(&self, body: Map<String, Value>) -> Result<String, DbError> {
+        let (id, body) = documents::prepare(body)?;
+        match self.documents() {
+            DocumentStore::Mongo {
+                collection,
+                timeout,
+            } => {
+                let started = std::time::Instant::now();
+                let result = documents::mongo_insert(collection, *timeout, id, body).await;
+                self.record("mongo_insert_document", started, &result);
+                result
+            }
+            DocumentStore::Relational => {
+                let id = id.unwrap_or_else(documents::new_id);
+                let text =
+                    serde_json::to_string(&body).map_err(|e| DbError::Internal(e.to_string()))?;
+                on_conn!(self, "insert_document", |conn| async {
+                    diesel::insert_into(documents_table::table)
+                        .values((
+                            documents_table::id.eq(&id),
+                            documents_table::body.eq(&text),
+                            documents_table::created_at.eq(now()),
+                        ))
+                        .execute(conn)
+                        .await
+                        .map_err(|e| match e {
+                            e if conflict_email(&e) => {
+                                DbError::Conflict("a document with this _id already exists".into())
+                            }
+                            e => self.err(e),
+                        })
+                })?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// The document with `id`, with `_id` as a string.
+    pub async fn get_document(&self, id: &str) -> Result<Option<Value>, DbError> {
+        match self.documents() {
+            DocumentStore::Mongo {
+                collection,
+                timeout,
+            } => {
+                let started = std::time::Instant::now();
+                let result = documents::mongo_get(collection, *timeout, id).await;
+                self.record("mongo_get_document", started, &result);
+                result
+            }
+            DocumentStore::Relational => {
+                let body: Option<String> = on_conn!(self, "get_document", |conn| async {
+                    documents_table::table
+                        .find(id)
+                        .select(documents_table::body)
+                        .first::<String>(conn)
+                        .await
+                        .optional()
+                        .map_err(|e| self.err(e))
+                })?;
+                body.map(|text| match serde_json::from_str(&text) {
+                    Ok(Value::Object(map)) => Ok(documents::with_id(id, map)),
+                    _ => Err(DbError::Internal(format!(
+                        "document {id} is not a JSON object in the store"
+                    ))),
+                })
+                .transpose()
+            }
+        }
+    }
+}
+
+/// Cuts the extra row fetched to learn whether another page follows.
+fn page<T>(rows: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_after = if more { rows.last().map(id) } else { None };
+    Page {
+        items: std::mem::take(rows),
+        next_after,
+    }
+}
+
+/// `SUM(amount_cents)` as a BIGINT on both backends (Postgres sums BIGINT to NUMERIC).
+fn revenue_cents() -> diesel::expression::SqlLiteral<diesel::sql_types::Nullable<BigInt>> {
+    diesel::dsl::sql("CAST(SUM(amount_cents) AS BIGINT)")
+}
+
+fn cents(c: i64) -> String {
+    format!("{}.{:02}", c / 100, (c % 100).abs())
+}
+
+/// Maps a query builder error through the database's classification.
+trait MapErrDb<T> {
+    fn map_err_db(self, db: &Database) -> impl std::future::Future<Output = Result<T, DbError>>;
+}
+
+impl<T, F> MapErrDb<T> for F
+where
+    F: std::future::Future<Output = Result<T, DieselError>>,
+{
+    async fn map_err_db(self, db: &Database) -> Result<T, DbError> {
+        self.await.map_err(|e| db.err(e))
+    }
+}

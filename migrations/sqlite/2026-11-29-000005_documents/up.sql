@@ -1,0 +1,6 @@
+-- The document store when MONGODB_URI is unset: one JSON object per row.
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
