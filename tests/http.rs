@@ -318,9 +318,12 @@ async fn readyz_reports_embedded_backends_as_ready() {
     let (status, _, body) = app.get_json("/readyz").await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "ready");
-    for dep in ["database", "redis", "mongodb"] {
+    for dep in ["redis", "mongodb"] {
         assert_eq!(body["checks"][dep]["status"], "embedded", "{body}");
     }
+    // The embedded SQLite file is checked like any database.
+    assert_eq!(body["checks"]["database"]["status"], "ok", "{body}");
+    assert_eq!(body["checks"]["database"]["backend"], "sqlite", "{body}");
 }
 
 #[actix_rt::test]

@@ -450,3 +450,202 @@ pub async fn wait_for_metric(app: &TestApp, line_prefix: &str, value: f64) {
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Which relational backend a data test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file (always available).
+    Sqlite,
+    /// The real Postgres at `COURIER_TEST_DATABASE_URL`, in a database made for the test.
+    Postgres,
+}
+
+/// The Postgres server tests use (`COURIER_TEST_DATABASE_URL`, else the local default).
+pub fn postgres_admin_url() -> Option<String> {
+    service_url(
+        "COURIER_TEST_DATABASE_URL",
+        Some("postgres://postgres@127.0.0.1:5432/test"),
+    )
+}
+
+/// Creates a new, empty database on the test Postgres server and returns its URL.
+pub async fn fresh_postgres_database() -> Option<String> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = postgres_admin_url()?;
+    let name = format!(
+        "courier_t{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand_suffix()
+    );
+    let mut conn = AsyncPgConnection::establish(&admin)
+        .await
+        .expect("connect to the test Postgres");
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    let mut url = url::Url::parse(&admin).expect("valid URL");
+    url.set_path(&format!("/{name}"));
+    Some(url.to_string())
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// A server on `backend`, plus what a test needs to reach its database directly.
+pub struct DataApp {
+    pub app: TestApp,
+    pub backend: Backend,
+    /// The Postgres URL, or the SQLite file path.
+    pub db_url: String,
+}
+
+/// Starts courier on `backend` (a fresh Postgres database per call) with `overrides`.
+/// `None` means the backend's service is missing and the test is skipped (never in CI).
+pub async fn spawn_data_app(backend: Backend, overrides: &[(&str, &str)]) -> Option<DataApp> {
+    match backend {
+        Backend::Sqlite => {
+            let app = spawn_app_with(overrides).await;
+            let db_url = app
+                .data_dir
+                .path()
+                .join(courier_actors::db::SQLITE_FILE)
+                .display()
+                .to_string();
+            Some(DataApp {
+                app,
+                backend,
+                db_url,
+            })
+        }
+        Backend::Postgres => {
+            let db_url = fresh_postgres_database().await?;
+            let mut all = vec![("DATABASE_URL", db_url.as_str())];
+            all.extend_from_slice(overrides);
+            let app = spawn_app_with(&all).await;
+            Some(DataApp {
+                app,
+                backend,
+                db_url,
+            })
+        }
+    }
+}
+
+/// A direct connection to a test's database, for setting up rows and holding locks.
+pub enum DirectConn {
+    Postgres(diesel_async::AsyncPgConnection),
+    Sqlite(
+        diesel_async::sync_connection_wrapper::SyncConnectionWrapper<
+            diesel::sqlite::SqliteConnection,
+        >,
+    ),
+}
+
+impl DirectConn {
+    pub async fn open(data: &DataApp) -> Self {
+        use diesel_async::AsyncConnection;
+        match data.backend {
+            Backend::Postgres => Self::Postgres(
+                diesel_async::AsyncPgConnection::establish(&data.db_url)
+                    .await
+                    .expect("connect"),
+            ),
+            Backend::Sqlite => Self::Sqlite(
+                diesel_async::sync_connection_wrapper::SyncConnectionWrapper::establish(
+                    &data.db_url,
+                )
+                .await
+                .expect("open"),
+            ),
+        }
+    }
+
+    /// Runs SQL statements (no results).
+    pub async fn exec(&mut self, sql: &str) {
+        use diesel_async::SimpleAsyncConnection;
+        match self {
+            Self::Postgres(c) => c.batch_execute(sql).await,
+            Self::Sqlite(c) => c.batch_execute(sql).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// A TCP proxy on loopback in front of a service: stopping it drops every connection and
+/// refuses new ones, as a crashed server would; starting it again serves on the same port.
+pub struct Proxy {
+    pub port: u16,
+    target: String,
+    tasks: std::rc::Rc<std::cell::RefCell<Vec<actix_rt::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Self {
+        let mut proxy = Self {
+            port: 0,
+            target: target.to_owned(),
+            tasks: Default::default(),
+        };
+        proxy.serve().await;
+        proxy
+    }
+
+    async fn serve(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("proxy bind");
+        self.port = listener.local_addr().unwrap().port();
+        let target = self.target.clone();
+        let tasks = self.tasks.clone();
+        let accept = actix_rt::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = actix_rt::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.borrow_mut().push(conn);
+            }
+        });
+        self.tasks.borrow_mut().push(accept);
+    }
+
+    /// Closes the listener and every proxied connection.
+    pub fn stop(&self) {
+        for task in self.tasks.borrow_mut().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Serves again on the same port.
+    pub async fn restart(&mut self) {
+        self.serve().await;
+    }
+}
+
+impl TestApp {
+    /// POSTs `body` as JSON to `path`; returns status, headers and the JSON reply.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, awc::http::header::HeaderMap, serde_json::Value) {
+        let mut res = self
+            .client
+            .post(self.url(path))
+            .send_json(body)
+            .await
+            .expect("request sent");
+        let bytes = res.body().limit(16 << 20).await.expect("body read");
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (res.status().as_u16(), res.headers().clone(), json)
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::{Backend, DbError, DbSettings};
@@ -19,7 +19,7 @@ pub const POSTGRES: EmbeddedMigrations = embed_migrations!("../migrations/postgr
 pub const SQLITE: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
 /// The advisory-lock key that serialises migration runs across nodes ("courier" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x636f_7572_6965_72;
+const MIGRATION_LOCK_KEY: i64 = 0x0063_6f75_7269_6572;
 
 /// How long a migration run may take in all, connecting included.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,16 +34,10 @@ where
     Ok(applied.iter().map(ToString::to_string).collect())
 }
 
-fn run_postgres(url: &str, settings: &DbSettings) -> Result<Vec<String>, BoxError> {
+fn run_postgres(
+    mut conn: AsyncConnectionWrapper<AsyncPgConnection>,
+) -> Result<Vec<String>, BoxError> {
     use diesel::RunQueryDsl;
-    // Bound the connect by the pool's connect timeout (a down database fails fast).
-    let mut url = url::Url::parse(url)?;
-    if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
-        let secs = settings.pool.connect_timeout.as_secs().max(1);
-        url.query_pairs_mut()
-            .append_pair("connect_timeout", &secs.to_string());
-    }
-    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(url.as_str())?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
         .execute(&mut conn)?;
     let result = apply(&mut conn, POSTGRES);
@@ -71,10 +65,31 @@ pub async fn run(
 ) -> Result<Vec<String>, DbError> {
     let url = url.to_owned();
     let settings = settings.clone();
-    let task = tokio::task::spawn_blocking(move || match backend {
-        Backend::Postgres => run_postgres(&url, &settings),
-        Backend::Sqlite => run_sqlite(&url, &settings),
-    });
+    let task = match backend {
+        Backend::Postgres => {
+            // Connect asynchronously, bounded like a pool checkout, so a database that
+            // is down or silent fails the run quickly; the harness then drives the same
+            // connection from a blocking thread.
+            let connect = AsyncPgConnection::establish(&url);
+            let conn = match tokio::time::timeout(settings.pool.connect_timeout, connect).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    return Err(DbError::Unavailable(format!(
+                        "migrations could not be applied: the database is unavailable: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(DbError::Unavailable(format!(
+                        "migrations could not be applied: no connection within {} ms",
+                        settings.pool.connect_timeout.as_millis()
+                    )))
+                }
+            };
+            let conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+            tokio::task::spawn_blocking(move || run_postgres(conn))
+        }
+        Backend::Sqlite => tokio::task::spawn_blocking(move || run_sqlite(&url, &settings)),
+    };
     match tokio::time::timeout(MIGRATION_TIMEOUT, task).await {
         Ok(Ok(Ok(applied))) => Ok(applied),
         Ok(Ok(Err(e))) => Err(DbError::Unavailable(format!(

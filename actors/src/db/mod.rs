@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -273,6 +273,31 @@ fn pool_error(e: bb8::RunError<PoolError>, connect_timeout: Duration) -> DbError
     }
 }
 
+/// The check a pooled connection passes before it is handed out: no round trip (a
+/// `SELECT 1` per checkout would double the cost of short queries), only whether the
+/// driver has seen the connection close (the database restarted or the network dropped
+/// it) or a transaction left it broken. Such a connection is discarded and another taken,
+/// so the first requests after an outage do not fail on stale connections.
+fn recycle_unless_broken<C>() -> RecyclingMethod<C>
+where
+    C: PoolableConnection + 'static,
+{
+    RecyclingMethod::CustomFunction(Box::new(|conn: &mut C| {
+        let broken = conn.is_broken();
+        async move {
+            if broken {
+                Err(DieselError::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection,
+                    Box::new("the pooled connection was closed".to_owned()),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        .boxed()
+    }))
+}
+
 /// Checks out a connection from `$pool` of `$db`, binds it to `$conn` and evaluates
 /// `$body` (a future yielding `Result<T, DbError>`) under the statement deadline, recording
 /// latency under `$op`. Expands the body once per backend.
@@ -320,9 +345,7 @@ impl Database {
     ) -> Self {
         let timeout_ms = settings.statement_timeout.as_millis();
         let mut config = ManagerConfig::<AsyncPgConnection>::default();
-        // Only check for a dangling transaction when a connection goes back to the pool; a
-        // broken connection is noticed by the driver and discarded.
-        config.recycling_method = RecyclingMethod::Fast;
+        config.recycling_method = recycle_unless_broken();
         config.custom_setup = Box::new(move |url| {
             let url = url.to_owned();
             async move {
@@ -349,7 +372,7 @@ impl Database {
         let path = data_dir.join(SQLITE_FILE).display().to_string();
         let busy_ms = settings.statement_timeout.as_millis();
         let mut config = ManagerConfig::<SqliteConn>::default();
-        config.recycling_method = RecyclingMethod::Fast;
+        config.recycling_method = recycle_unless_broken();
         config.custom_setup = Box::new(move |url| {
             let url = url.to_owned();
             async move {

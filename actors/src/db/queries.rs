@@ -22,9 +22,9 @@ pub const POST_COMMENTS_LIMIT: i64 = 100;
 
 /// `/users-fast` on Postgres: the row is turned into JSON by the database.
 const USER_JSON_POSTGRES: &str =
-    "SELECT json_build_object('id', id, 'name', name, 'email', email, \
-     'created_at', to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))::text AS json \
-     FROM users WHERE id = $1";
+    "SELECT row_to_json(u)::text AS json FROM (SELECT id, name, email, \
+     to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at \
+     FROM users WHERE id = $1) u";
 
 /// `/users-fast` on SQLite.
 const USER_JSON_SQLITE: &str = "SELECT json_object('id', id, 'name', name, 'email', email, \
