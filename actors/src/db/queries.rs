@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::documents::{self, DocumentStore};
 use super::models::*;
 use super::schema::{comments, data, documents as documents_table, orders, posts, users};
-use super::{on_conn, Backend, Database, DbError, PoolRef};
+use super::{on_conn, Database, DbError, PoolRef};
 
 /// Newest users and orders shown on the dashboard.
 pub const DASHBOARD_ROWS: i64 = 10;
@@ -20,20 +20,51 @@ pub const DASHBOARD_ROWS: i64 = 10;
 /// Most comments returned with a post.
 pub const POST_COMMENTS_LIMIT: i64 = 100;
 
-/// `/users-fast` on Postgres: the row is turned into JSON by the database.
-const USER_JSON_POSTGRES: &str =
-    "SELECT row_to_json(u)::text AS json FROM (SELECT id, name, email, \
-     to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at \
-     FROM users WHERE id = $1) u";
+/// `/users-fast`: the user with `id` as JSON text built by the database, one statement
+/// with a fixed text. Unlike `sql_query` (whose text diesel cannot assume is fixed), this
+/// query has a static id, so each connection prepares it once and reuses it.
+#[derive(Debug, Clone, Copy)]
+struct UserJson {
+    id: i64,
+}
 
-/// `/users-fast` on SQLite.
-const USER_JSON_SQLITE: &str = "SELECT json_object('id', id, 'name', name, 'email', email, \
-     'created_at', strftime('%Y-%m-%dT%H:%M:%fZ', created_at)) AS json FROM users WHERE id = ?";
+impl diesel::query_builder::QueryId for UserJson {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
 
-#[derive(QueryableByName)]
-struct JsonRow {
-    #[diesel(sql_type = Text)]
-    json: String,
+impl diesel::query_builder::Query for UserJson {
+    type SqlType = Text;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for UserJson {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT row_to_json(u)::text FROM (SELECT id, name, email, \
+             to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at \
+             FROM users WHERE id = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.id)?;
+        out.push_sql(") u");
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for UserJson {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT json_object('id', id, 'name', name, 'email', email, \
+             'created_at', strftime('%Y-%m-%dT%H:%M:%fZ', created_at)) FROM users WHERE id = ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.id)?;
+        Ok(())
+    }
 }
 
 /// One section of the HTML report: label/value lines.
@@ -182,17 +213,11 @@ impl Database {
 
     /// The user with `id` as JSON text built by one prepared statement: no row mapping.
     pub async fn get_user_json(&self, id: i64) -> Result<Option<String>, DbError> {
-        let sql = match self.backend() {
-            Backend::Postgres => USER_JSON_POSTGRES,
-            Backend::Sqlite => USER_JSON_SQLITE,
-        };
         on_conn!(self, "get_user_json", |conn| async {
-            diesel::sql_query(sql)
-                .bind::<BigInt, _>(id)
-                .get_result::<JsonRow>(conn)
+            UserJson { id }
+                .get_result::<String>(conn)
                 .await
                 .optional()
-                .map(|row| row.map(|r| r.json))
                 .map_err(|e| self.err(e))
         })
     }
