@@ -193,6 +193,20 @@ impl fmt::Debug for Secret {
 
 pub use courier_actors::stores::PoolSettings as PoolConfig;
 
+/// The cache behind `/expensive-data/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// `CACHE_TTL_SECS`: how long a value is kept.
+    pub ttl: Duration,
+    /// `CACHE_MAX_ENTRIES`: most keys kept in process (without Redis).
+    pub max_entries: usize,
+    /// `EXPENSIVE_ROUNDS`: SHA-256 rounds of the expensive computation.
+    pub rounds: u32,
+}
+
+/// Most price sources `/fastest-price` races.
+pub const MAX_PRICE_SOURCES: usize = 16;
+
 /// Limits of the data endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataConfig {
@@ -329,6 +343,14 @@ pub struct Config {
     pub readiness_timeout: Duration,
     /// The data endpoints' limits.
     pub data: DataConfig,
+    /// The cache behind `/expensive-data`.
+    pub cache: CacheSettings,
+    /// `AGGREGATE_UPSTREAM_URL`: the API `/aggregate/user/{id}` calls
+    /// (`{base}/users/{id}`, `/posts`, `/comments`); unset uses the server's own `/demo`.
+    pub aggregate_url: Option<Url>,
+    /// `PRICE_SOURCES`: URL templates with `{product_id}` that `/fastest-price` races;
+    /// empty uses three built-in demo stores.
+    pub price_sources: Vec<String>,
     /// The realtime core's limits and timings.
     pub realtime: RealtimeConfig,
     /// One line per setting: name, shown value, source. For `courier config`.
@@ -603,6 +625,11 @@ const KNOWN_KEYS: &[&str] = &[
     "sse_demo_interval_ms",
     "sse_updates_coalesce_ms",
     "users_batch_max",
+    "cache_ttl_secs",
+    "cache_max_entries",
+    "expensive_rounds",
+    "aggregate_upstream_url",
+    "price_sources",
     "export_page_size",
     "documents_max_bytes",
 ];
@@ -888,6 +915,67 @@ impl Resolver {
         let client_request_timeout = self.millis("CLIENT_REQUEST_TIMEOUT_MS", 1, 600_000)?;
         let shutdown_timeout = self.secs("SHUTDOWN_TIMEOUT_SECS", 0, 3600)?;
         let readiness_timeout = self.millis("READINESS_TIMEOUT_MS", 1, 60_000)?;
+        let cache = CacheSettings {
+            ttl: self.secs("CACHE_TTL_SECS", 1, 30 * 86_400)?,
+            max_entries: self.integer("CACHE_MAX_ENTRIES", 1, 10_000_000)? as usize,
+            rounds: self.integer("EXPENSIVE_ROUNDS", 1, 100_000_000)? as u32,
+        };
+        let aggregate_url = match self.raw("AGGREGATE_UPSTREAM_URL") {
+            None => {
+                self.record(
+                    "AGGREGATE_UPSTREAM_URL",
+                    "unset (the server's own /demo)".into(),
+                );
+                None
+            }
+            Some(raw) => {
+                let url = http_url(&raw).ok_or_else(|| {
+                    invalid(
+                        "AGGREGATE_UPSTREAM_URL",
+                        quote(&raw),
+                        "an http:// or https:// URL",
+                    )
+                })?;
+                self.record("AGGREGATE_UPSTREAM_URL", redact_url(&url));
+                Some(url)
+            }
+        };
+        let price_sources = match self.raw("PRICE_SOURCES") {
+            None => {
+                self.record("PRICE_SOURCES", "unset (three built-in demo stores)".into());
+                Vec::new()
+            }
+            Some(raw) => {
+                let expected =
+                    "a comma-separated list of up to 16 http(s) URLs, each containing {product_id}";
+                let sources: Vec<String> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let valid = !sources.is_empty()
+                    && sources.len() <= MAX_PRICE_SOURCES
+                    && sources.iter().all(|s| {
+                        s.contains("{product_id}")
+                            && http_url(&s.replace("{product_id}", "p")).is_some()
+                    });
+                if !valid {
+                    return Err(invalid("PRICE_SOURCES", quote(&raw), expected));
+                }
+                let shown = sources
+                    .iter()
+                    .map(|s| {
+                        http_url(&s.replace("{product_id}", "p"))
+                            .map(|u| redact_url(&u))
+                            .unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.record("PRICE_SOURCES", shown);
+                sources
+            }
+        };
         let data = DataConfig {
             users_batch_max: self.integer("USERS_BATCH_MAX", 1, 10_000)? as usize,
             export_page_size: self.integer("EXPORT_PAGE_SIZE", 1, 100_000)? as i64,
@@ -970,6 +1058,9 @@ impl Resolver {
             shutdown_timeout,
             readiness_timeout,
             data,
+            cache,
+            aggregate_url,
+            price_sources,
             realtime,
             report: self.report,
         })
@@ -996,6 +1087,13 @@ fn normalise_scheme(url: Url) -> Url {
     let text = url.as_str();
     let rest = &text[url.scheme().len()..];
     Url::parse(&format!("{plain}{rest}")).unwrap_or(url)
+}
+
+/// `raw` as an http(s) URL with a host.
+fn http_url(raw: &str) -> Option<Url> {
+    Url::parse(raw.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 fn valid_hostname(s: &str) -> bool {

@@ -29,6 +29,8 @@ struct Inner {
     in_flight: IntGauge,
     log_lines_dropped: IntCounter,
     dependency_up: IntGaugeVec,
+    upstream_latency: HistogramVec,
+    upstream_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -70,6 +72,23 @@ impl Metrics {
             &["dependency"],
         )
         .expect("valid metric");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "courier_upstream_request_duration_seconds",
+                "Outbound HTTP call latency by upstream (cancelled calls not included).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "courier_upstream_errors_total",
+                "Failed outbound HTTP calls by upstream and kind (bad_gateway, gateway_timeout).",
+            ),
+            &["upstream", "kind"],
+        )
+        .expect("valid metric");
         let info = IntGaugeVec::new(
             Opts::new("courier_build_info", "Version and service name; always 1."),
             &["version", "app_name"],
@@ -83,6 +102,8 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(log_lines_dropped.clone()),
             Box::new(dependency_up.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(upstream_errors.clone()),
             Box::new(info),
         ] {
             registry.register(c).expect("unique metric names");
@@ -95,7 +116,23 @@ impl Metrics {
                 in_flight,
                 log_lines_dropped,
                 dependency_up,
+                upstream_latency,
+                upstream_errors,
             }),
+        }
+    }
+
+    /// Records one finished outbound call to `upstream`.
+    pub fn observe_upstream(&self, upstream: &str, seconds: f64, error: Option<&'static str>) {
+        self.inner
+            .upstream_latency
+            .with_label_values(&[upstream])
+            .observe(seconds);
+        if let Some(kind) = error {
+            self.inner
+                .upstream_errors
+                .with_label_values(&[upstream, kind])
+                .inc();
         }
     }
 

@@ -15,6 +15,7 @@ use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use courier_actors::cache::{Cache, CacheConfig, CacheMetrics};
 use courier_actors::db::documents::DocumentStore;
 use courier_actors::db::{Database, DbMetrics, DbSettings};
 use courier_actors::db_executor::DbExecutor;
@@ -40,6 +41,9 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Most connections one worker serves at once (10,000 WebSockets fit on one node).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
+
+/// Built-in demo stores `/fastest-price` races when `PRICE_SOURCES` is unset.
+pub const DEMO_PRICE_STORES: u32 = 3;
 
 /// While the migrations cannot be applied (the database is down at start-up), they are
 /// tried again this often; data requests answer 503 until they succeed.
@@ -140,12 +144,28 @@ impl Application {
             .map(|n| n.get())
             .unwrap_or(1);
         let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
+        let cache = start_cache(&config, &metrics, &stores, &arbiter);
+        let aggregate_base = match &config.aggregate_url {
+            Some(url) => url.clone(),
+            None => own_url(addr, "/demo")?,
+        };
+        let price_sources = if config.price_sources.is_empty() {
+            let base = own_url(addr, "/demo/price/")?;
+            (1..=DEMO_PRICE_STORES)
+                .map(|store| format!("{base}{{product_id}}?store={store}"))
+                .collect()
+        } else {
+            config.price_sources.clone()
+        };
         let state = AppState {
             config: Arc::new(config),
             metrics: metrics.clone(),
             stores,
             db: db.clone(),
             upstream_url: Arc::new(upstream_url),
+            aggregate_base: Arc::new(aggregate_base),
+            price_sources: Arc::new(price_sources),
+            cache,
             cpu_slots: Arc::new(Semaphore::new(cores)),
             realtime,
         };
@@ -268,6 +288,36 @@ fn own_url(addr: SocketAddr, path: &str) -> anyhow::Result<Url> {
         "http://{}{path}",
         SocketAddr::new(ip, addr.port())
     ))?)
+}
+
+/// Starts the cache on the realtime arbiter: on Redis (`REDIS_URL_CACHE`, else `REDIS_URL`)
+/// when configured, in process otherwise.
+fn start_cache(
+    config: &Config,
+    metrics: &Metrics,
+    stores: &Stores,
+    arbiter: &actix_rt::Arbiter,
+) -> actix::Addr<Cache> {
+    let redis = stores.redis_cache.clone().or_else(|| stores.redis.clone());
+    log::info!(
+        "cache: {}",
+        if redis.is_some() {
+            "Redis"
+        } else {
+            "in process"
+        }
+    );
+    let cache_config = CacheConfig {
+        ttl: config.cache.ttl,
+        max_entries: config.cache.max_entries,
+        rounds: config.cache.rounds,
+        redis_prefix: format!("{}:cache:", config.app_name),
+        redis_timeout: config.redis_command_timeout,
+    };
+    let cache_metrics = CacheMetrics::register(metrics.registry());
+    Cache::start_in_arbiter(&arbiter.handle(), move |_| {
+        Cache::new(cache_config, cache_metrics, redis)
+    })
 }
 
 /// Starts the realtime actors (broker and SSE feed) on an arbiter of their own, with the

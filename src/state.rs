@@ -32,6 +32,12 @@ pub struct AppState {
     pub db: Database,
     /// The API behind `/io-intensive` and `/external-api`.
     pub upstream_url: Arc<Url>,
+    /// The API `/aggregate/user/{id}` calls.
+    pub aggregate_base: Arc<Url>,
+    /// The URL templates (`{product_id}`) `/fastest-price` races.
+    pub price_sources: Arc<Vec<String>>,
+    /// The cache behind `/expensive-data`.
+    pub cache: Addr<courier_actors::cache::Cache>,
     /// Bounds CPU-heavy work to one task per core, so it queues instead of oversubscribing
     /// the machine.
     pub cpu_slots: Arc<Semaphore>,

@@ -7,12 +7,14 @@
 //! - [`room_broker::RoomBroker`]: rooms, members, presence, sequence numbers, history.
 //! - [`sse_feed::SseFeed`]: the server-wide SSE topics (`/sse/updates`, `/sse/heartbeat`).
 //! - [`ws_session::WsSession`]: one per WebSocket connection.
+//! - [`cache::Cache`]: the TTL cache with single-flight.
 //! - [`db_executor::DbExecutor`]: the relational and document stores ([`db`]).
 //!
 //! [`outbound`] and [`inbound`] are the bounded client queues and frame codecs the
 //! sessions and streams use; [`redis_bus`] connects the brokers of many nodes; [`stores`]
 //! holds the Postgres and Redis pools and the MongoDB client.
 
+pub mod cache;
 pub mod db;
 pub mod db_executor;
 pub mod inbound;

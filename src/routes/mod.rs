@@ -1,9 +1,11 @@
 //! HTTP routes and the OpenAPI document that describes them.
 
 pub mod basic;
+pub mod cache;
 pub mod data;
 pub mod documents;
 pub mod health;
+pub mod outbound;
 pub mod rooms;
 pub mod sse;
 pub mod streaming;
@@ -64,6 +66,9 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         documents::get_document,
         streaming::export_users,
         streaming::generate_report,
+        cache::expensive_data,
+        outbound::aggregate_user,
+        outbound::fastest_price,
     ),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -73,7 +78,8 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         (name = "realtime", description = "WebSockets and Server-Sent Events"),
         (name = "rooms", description = "Rooms over REST and SSE"),
         (name = "data", description = "Users, posts, orders, data rows and documents"),
-        (name = "streaming", description = "Responses streamed from the database")
+        (name = "streaming", description = "Responses streamed from the database"),
+        (name = "outbound", description = "Concurrent calls to upstream APIs")
     )
 )]
 pub struct ApiDoc;
@@ -159,6 +165,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
         .service(get("/documents/{id}", documents::get_document))
         .service(get("/export/users", streaming::export_users))
         .service(get("/generate/report", streaming::generate_report))
+        .service(get("/expensive-data/{key}", cache::expensive_data))
+        .service(get("/aggregate/user/{id}", outbound::aggregate_user))
+        .service(get("/fastest-price/{product_id}", outbound::fastest_price))
+        .service(get("/demo/users/{id}", outbound::demo_user))
+        .service(get("/demo/users/{id}/posts", outbound::demo_user_posts))
+        .service(get(
+            "/demo/users/{id}/comments",
+            outbound::demo_user_comments,
+        ))
+        .service(get("/demo/price/{product_id}", outbound::demo_price))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
         .service(get("/docs", || async {
             HttpResponse::PermanentRedirect()
