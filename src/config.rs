@@ -204,6 +204,22 @@ pub struct CacheSettings {
     pub rounds: u32,
 }
 
+/// The background job queue and its mail delivery.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// `JOB_*`: the worker's settings.
+    pub worker: courier_actors::job_worker::JobConfig,
+    /// `JOB_EVENTS_POLL_MS`: how often `/jobs/{id}/events` re-reads a job (to see work done
+    /// on other nodes).
+    pub events_poll: Duration,
+    /// `SMTP_URL`: deliver `/send-email` through this server; unset writes the outbox.
+    pub smtp_url: Option<ServiceUrl>,
+    /// `SMTP_FROM`: the sender address.
+    pub smtp_from: String,
+    /// `SMTP_TIMEOUT_MS`: longest one SMTP delivery may take.
+    pub smtp_timeout: Duration,
+}
+
 /// Most price sources `/fastest-price` races.
 pub const MAX_PRICE_SOURCES: usize = 16;
 
@@ -345,6 +361,8 @@ pub struct Config {
     pub data: DataConfig,
     /// The cache behind `/expensive-data`.
     pub cache: CacheSettings,
+    /// The job queue.
+    pub jobs: JobSettings,
     /// `AGGREGATE_UPSTREAM_URL`: the API `/aggregate/user/{id}` calls
     /// (`{base}/users/{id}`, `/posts`, `/comments`); unset uses the server's own `/demo`.
     pub aggregate_url: Option<Url>,
@@ -625,6 +643,16 @@ const KNOWN_KEYS: &[&str] = &[
     "sse_demo_interval_ms",
     "sse_updates_coalesce_ms",
     "users_batch_max",
+    "job_concurrency",
+    "job_poll_interval_ms",
+    "job_lease_ms",
+    "job_max_attempts",
+    "job_backoff_base_ms",
+    "job_backoff_max_ms",
+    "job_events_poll_ms",
+    "smtp_url",
+    "smtp_from",
+    "smtp_timeout_ms",
     "cache_ttl_secs",
     "cache_max_entries",
     "expensive_rounds",
@@ -915,6 +943,22 @@ impl Resolver {
         let client_request_timeout = self.millis("CLIENT_REQUEST_TIMEOUT_MS", 1, 600_000)?;
         let shutdown_timeout = self.secs("SHUTDOWN_TIMEOUT_SECS", 0, 3600)?;
         let readiness_timeout = self.millis("READINESS_TIMEOUT_MS", 1, 60_000)?;
+        let jobs = JobSettings {
+            worker: courier_actors::job_worker::JobConfig {
+                concurrency: self.integer("JOB_CONCURRENCY", 1, 1024)? as usize,
+                poll_interval: self.millis("JOB_POLL_INTERVAL_MS", 10, 3_600_000)?,
+                lease: self.millis("JOB_LEASE_MS", 300, 86_400_000)?,
+                max_attempts: self.integer("JOB_MAX_ATTEMPTS", 1, 100)? as i32,
+                backoff_base: self.millis("JOB_BACKOFF_BASE_MS", 1, 3_600_000)?,
+                backoff_max: self.millis("JOB_BACKOFF_MAX_MS", 1, 86_400_000)?,
+            },
+            events_poll: self.millis("JOB_EVENTS_POLL_MS", 10, 600_000)?,
+            smtp_url: self.service_url("SMTP_URL", &["smtp", "smtps"])?,
+            smtp_from: self.string("SMTP_FROM", "an email address", |s| {
+                email_address::EmailAddress::is_valid(s.trim())
+            })?,
+            smtp_timeout: self.millis("SMTP_TIMEOUT_MS", 1, 3_600_000)?,
+        };
         let cache = CacheSettings {
             ttl: self.secs("CACHE_TTL_SECS", 1, 30 * 86_400)?,
             max_entries: self.integer("CACHE_MAX_ENTRIES", 1, 10_000_000)? as usize,
@@ -1059,6 +1103,7 @@ impl Resolver {
             readiness_timeout,
             data,
             cache,
+            jobs,
             aggregate_url,
             price_sources,
             realtime,

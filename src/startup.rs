@@ -19,6 +19,8 @@ use courier_actors::cache::{Cache, CacheConfig, CacheMetrics};
 use courier_actors::db::documents::DocumentStore;
 use courier_actors::db::{Database, DbMetrics, DbSettings};
 use courier_actors::db_executor::DbExecutor;
+use courier_actors::job_worker::{JobEvents, JobMetrics, JobWorker, ReleaseJobs};
+use courier_actors::jobs::{Runner, Smtp};
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::redis_bus::RedisBus;
 use courier_actors::room_broker::{BrokerConfig, BrokerHandle, CloseAll, RoomBroker};
@@ -145,6 +147,7 @@ impl Application {
             .unwrap_or(1);
         let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
         let cache = start_cache(&config, &metrics, &stores, &arbiter);
+        let (jobs, job_events) = start_jobs(&config, &metrics, &db, &realtime, &arbiter)?;
         let aggregate_base = match &config.aggregate_url {
             Some(url) => url.clone(),
             None => own_url(addr, "/demo")?,
@@ -166,6 +169,8 @@ impl Application {
             aggregate_base: Arc::new(aggregate_base),
             price_sources: Arc::new(price_sources),
             cache,
+            jobs,
+            job_events,
             cpu_slots: Arc::new(Semaphore::new(cores)),
             realtime,
         };
@@ -269,6 +274,10 @@ impl Application {
         let result = server.await;
         on_signal.abort();
         log::info!("shutdown: HTTP server stopped; in-flight requests are finished");
+        match state.jobs.send(ReleaseJobs).await {
+            Ok(n) => log::info!("shutdown: {n} running jobs handed back to the queue"),
+            Err(e) => log::warn!("shutdown: the job worker did not answer: {e}"),
+        }
         arbiter.stop();
         log::info!("shutdown: actors stopped");
         shutdown_stores(state.stores).await;
@@ -289,6 +298,52 @@ fn own_url(addr: SocketAddr, path: &str) -> anyhow::Result<Url> {
         SocketAddr::new(ip, addr.port())
     ))?)
 }
+
+/// Starts the job worker on the realtime arbiter (its jobs are I/O: database, SMTP, files).
+fn start_jobs(
+    config: &Config,
+    metrics: &Metrics,
+    db: &Database,
+    realtime: &Realtime,
+    arbiter: &actix_rt::Arbiter,
+) -> anyhow::Result<(actix::Addr<JobWorker>, JobEvents)> {
+    let smtp = match &config.jobs.smtp_url {
+        Some(url) => {
+            log::info!("jobs: email through SMTP at {}", url.redacted());
+            Some(
+                Smtp::new(
+                    url.expose(),
+                    &config.jobs.smtp_from,
+                    config.jobs.smtp_timeout,
+                )
+                .map_err(anyhow::Error::msg)?,
+            )
+        }
+        None => {
+            log::info!("jobs: SMTP_URL is unset; emails are written to the outbox (GET /outbox)");
+            None
+        }
+    };
+    let events = JobEvents::new(Some(realtime.feed.clone()));
+    let runner = Runner::new(db.clone(), smtp, config.data_dir.join(UPLOADS_DIR));
+    let job_metrics = JobMetrics::register(metrics.registry());
+    let worker_id = format!("{}-jobs", realtime.node_id);
+    let (db, job_config, worker_events) = (db.clone(), config.jobs.worker.clone(), events.clone());
+    let addr = JobWorker::start_in_arbiter(&arbiter.handle(), move |_| {
+        JobWorker::new(
+            db,
+            job_config,
+            &worker_id,
+            runner,
+            job_metrics,
+            worker_events,
+        )
+    });
+    Ok((addr, events))
+}
+
+/// Where uploads are stored, inside `APP_DATA_DIR`.
+pub const UPLOADS_DIR: &str = "uploads";
 
 /// Starts the cache on the realtime arbiter: on Redis (`REDIS_URL_CACHE`, else `REDIS_URL`)
 /// when configured, in process otherwise.

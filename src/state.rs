@@ -38,6 +38,10 @@ pub struct AppState {
     pub price_sources: Arc<Vec<String>>,
     /// The cache behind `/expensive-data`.
     pub cache: Addr<courier_actors::cache::Cache>,
+    /// The background job worker.
+    pub jobs: Addr<courier_actors::job_worker::JobWorker>,
+    /// Job state changes, for `/jobs/{id}/events`.
+    pub job_events: courier_actors::job_worker::JobEvents,
     /// Bounds CPU-heavy work to one task per core, so it queues instead of oversubscribing
     /// the machine.
     pub cpu_slots: Arc<Semaphore>,

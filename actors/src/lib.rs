@@ -8,6 +8,7 @@
 //! - [`sse_feed::SseFeed`]: the server-wide SSE topics (`/sse/updates`, `/sse/heartbeat`).
 //! - [`ws_session::WsSession`]: one per WebSocket connection.
 //! - [`cache::Cache`]: the TTL cache with single-flight.
+//! - [`job_worker::JobWorker`]: the durable job queue ([`jobs`] are the job kinds).
 //! - [`db_executor::DbExecutor`]: the relational and document stores ([`db`]).
 //!
 //! [`outbound`] and [`inbound`] are the bounded client queues and frame codecs the
@@ -18,6 +19,8 @@ pub mod cache;
 pub mod db;
 pub mod db_executor;
 pub mod inbound;
+pub mod job_worker;
+pub mod jobs;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;

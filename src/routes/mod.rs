@@ -5,6 +5,7 @@ pub mod cache;
 pub mod data;
 pub mod documents;
 pub mod health;
+pub mod jobs;
 pub mod outbound;
 pub mod rooms;
 pub mod sse;
@@ -69,6 +70,13 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         cache::expensive_data,
         outbound::aggregate_user,
         outbound::fastest_price,
+        jobs::send_email,
+        jobs::user_action,
+        jobs::analytics,
+        jobs::outbox,
+        jobs::get_job,
+        jobs::list_jobs,
+        jobs::job_events,
     ),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -79,7 +87,8 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         (name = "rooms", description = "Rooms over REST and SSE"),
         (name = "data", description = "Users, posts, orders, data rows and documents"),
         (name = "streaming", description = "Responses streamed from the database"),
-        (name = "outbound", description = "Concurrent calls to upstream APIs")
+        (name = "outbound", description = "Concurrent calls to upstream APIs"),
+        (name = "jobs", description = "Background jobs: email, actions, the queue")
     )
 )]
 pub struct ApiDoc;
@@ -166,6 +175,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
         .service(get("/export/users", streaming::export_users))
         .service(get("/generate/report", streaming::generate_report))
         .service(get("/expensive-data/{key}", cache::expensive_data))
+        .service(post("/send-email", jobs::send_email))
+        .service(post("/users/{id}/action", jobs::user_action))
+        .service(get("/analytics", jobs::analytics))
+        .service(get("/outbox", jobs::outbox))
+        .service(get("/jobs", jobs::list_jobs))
+        .service(get("/jobs/{id}", jobs::get_job))
+        .service(get("/jobs/{id}/events", jobs::job_events))
         .service(get("/aggregate/user/{id}", outbound::aggregate_user))
         .service(get("/fastest-price/{product_id}", outbound::fastest_price))
         .service(get("/demo/users/{id}", outbound::demo_user))

@@ -14,6 +14,7 @@
 //! it messages.
 
 pub mod documents;
+pub mod jobs;
 pub mod migrations;
 pub mod models;
 pub mod queries;

@@ -69,3 +69,81 @@ diesel::joinable!(comments -> posts (post_id));
 diesel::joinable!(orders -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(users, posts, comments, orders, data, documents);
+
+diesel::table! {
+    /// The durable job queue.
+    jobs (id) {
+        id -> BigInt,
+        kind -> Text,
+        payload -> Text,
+        state -> Text,
+        attempts -> Integer,
+        max_attempts -> Integer,
+        run_at -> Timestamp,
+        lease_until -> Nullable<Timestamp>,
+        worker -> Nullable<Text>,
+        progress -> Integer,
+        progress_note -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        result -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Emails kept locally when no SMTP server is configured.
+    outbox (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        recipient -> Text,
+        message -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Actions users performed.
+    actions (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        action -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The activity log written by the `log_activity` job (one row per action).
+    activity_log (action_id) {
+        action_id -> BigInt,
+        user_id -> BigInt,
+        action -> Text,
+        logged_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Counts per action, kept by the `update_analytics` job.
+    analytics (action) {
+        action -> Text,
+        count -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Actions already counted, so a retried job counts once.
+    analytics_applied (action_id) {
+        action_id -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    jobs,
+    outbox,
+    actions,
+    activity_log,
+    analytics,
+    analytics_applied
+);

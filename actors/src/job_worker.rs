@@ -1,0 +1,434 @@
+//! `JobWorker`: runs the durable job queue kept in the database.
+//!
+//! One worker per node claims up to `concurrency` runnable jobs at a time (Postgres:
+//! `FOR UPDATE SKIP LOCKED`, so many nodes share one queue; SQLite: one writer at a time)
+//! and runs each as a future on its arbiter. While a job runs its lease is renewed every
+//! third of the lease, so a job whose worker died is claimed again once its lease runs out
+//! (at-least-once). A failed attempt is retried after an exponential backoff with jitter;
+//! after `max_attempts` the job is dead-lettered (state `dead`, with its error), never
+//! dropped. Every change of state or progress is announced on a broadcast channel (for
+//! `/jobs/{id}/events`) and on `/sse/updates`. On shutdown, [`ReleaseJobs`] hands the jobs
+//! still running back to the queue.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::db::jobs::Job;
+use crate::db::Database;
+use crate::jobs::{JobContext, Runner};
+use crate::sse_feed::{Activity, SseFeed};
+
+/// Job events kept for slow subscribers of the broadcast channel.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// How often the counts of jobs by state are refreshed for `/metrics`.
+pub const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The queue's settings.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Jobs run at once on this node (`JOB_CONCURRENCY`).
+    pub concurrency: usize,
+    /// How often the queue is checked when nothing wakes the worker (`JOB_POLL_INTERVAL_MS`).
+    pub poll_interval: Duration,
+    /// A claimed job's lease (`JOB_LEASE_MS`): renewed while it runs; when it runs out
+    /// (the worker died) another worker claims the job.
+    pub lease: Duration,
+    /// Attempts before a job is dead-lettered (`JOB_MAX_ATTEMPTS`).
+    pub max_attempts: i32,
+    /// First retry delay; doubled per attempt (`JOB_BACKOFF_BASE_MS`).
+    pub backoff_base: Duration,
+    /// Longest retry delay (`JOB_BACKOFF_MAX_MS`).
+    pub backoff_max: Duration,
+}
+
+impl JobConfig {
+    /// The delay before retrying after `attempts` failed attempts: exponential, capped,
+    /// with "equal jitter" (between half and all of it) so retries of many jobs spread out.
+    pub fn backoff(&self, attempts: i32) -> Duration {
+        let exp = self
+            .backoff_base
+            .saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1) as u32)
+            .min(self.backoff_max);
+        let half = exp / 2;
+        half + exp.mul_f64(rand::rng().random::<f64>() * 0.5)
+    }
+}
+
+/// The job metrics.
+#[derive(Clone)]
+pub struct JobMetrics {
+    /// Jobs by state, refreshed every few seconds.
+    pub by_state: IntGaugeVec,
+    /// Jobs running on this node.
+    pub running: IntGauge,
+    /// Finished attempts by outcome: `succeeded`, `retried`, `dead`.
+    pub attempts: IntCounterVec,
+    /// Retries scheduled.
+    pub retries: IntCounter,
+    /// Jobs dead-lettered.
+    pub dead_letters: IntCounter,
+    /// Time from enqueue to success.
+    pub latency: Histogram,
+}
+
+impl JobMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> Self {
+        let by_state = IntGaugeVec::new(
+            Opts::new("courier_jobs", "Jobs in the queue by state."),
+            &["state"],
+        )
+        .expect("valid metric");
+        let running = IntGauge::new("courier_jobs_running", "Jobs running on this node.")
+            .expect("valid metric");
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "courier_job_attempts_total",
+                "Finished job attempts by outcome (succeeded, retried, dead).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let retries = IntCounter::new("courier_job_retries_total", "Job retries scheduled.")
+            .expect("valid metric");
+        let dead_letters = IntCounter::new(
+            "courier_job_dead_letters_total",
+            "Jobs dead-lettered after their last attempt.",
+        )
+        .expect("valid metric");
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "courier_job_latency_seconds",
+                "Time from enqueueing a job to its success.",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(by_state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(running.clone()),
+            Box::new(attempts.clone()),
+            Box::new(retries.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(latency.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            by_state,
+            running,
+            attempts,
+            retries,
+            dead_letters,
+            latency,
+        }
+    }
+}
+
+/// A job's state as announced to subscribers.
+pub type JobEvent = Arc<Value>;
+
+/// The event of a job row.
+pub fn job_event(job: &Job) -> Value {
+    json!({
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "progress": job.progress,
+        "progress_note": job.progress_note,
+        "last_error": job.last_error,
+    })
+}
+
+/// Announces job changes to `/jobs/{id}/events` subscribers and `/sse/updates`.
+#[derive(Clone)]
+pub struct JobEvents {
+    tx: broadcast::Sender<JobEvent>,
+    feed: Option<Addr<SseFeed>>,
+}
+
+impl JobEvents {
+    /// A hub that also forwards to `feed`.
+    pub fn new(feed: Option<Addr<SseFeed>>) -> Self {
+        Self {
+            tx: broadcast::channel(EVENT_BUFFER).0,
+            feed,
+        }
+    }
+
+    /// Announces `job`'s current state.
+    pub fn announce(&self, job: &Job) {
+        let event = job_event(job);
+        if let Some(feed) = &self.feed {
+            let _ = feed.try_send(Activity::Other {
+                kind: "job".into(),
+                data: event.clone(),
+            });
+        }
+        let _ = self.tx.send(Arc::new(event));
+    }
+
+    /// A receiver of every later announcement.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.tx.subscribe()
+    }
+}
+
+/// Claim jobs now (sent after enqueueing) instead of at the next poll.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+/// Stop claiming and hand the jobs still running back to the queue (graceful shutdown).
+/// Answers how many were handed back.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct ReleaseJobs;
+
+/// The actor; see the module documentation.
+pub struct JobWorker {
+    db: Database,
+    config: JobConfig,
+    worker_id: Arc<str>,
+    runner: Runner,
+    metrics: JobMetrics,
+    events: JobEvents,
+    running: HashSet<i64>,
+    claiming: bool,
+    stopping: bool,
+    last_state_refresh: Option<Instant>,
+}
+
+impl JobWorker {
+    /// A worker named `worker_id` (unique across nodes).
+    pub fn new(
+        db: Database,
+        config: JobConfig,
+        worker_id: &str,
+        runner: Runner,
+        metrics: JobMetrics,
+        events: JobEvents,
+    ) -> Self {
+        Self {
+            db,
+            config,
+            worker_id: worker_id.into(),
+            runner,
+            metrics,
+            events,
+            running: HashSet::new(),
+            claiming: false,
+            stopping: false,
+            last_state_refresh: None,
+        }
+    }
+
+    /// Claims as many jobs as there are free slots, and starts them.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if self.claiming || self.stopping || self.running.len() >= self.config.concurrency {
+            return;
+        }
+        self.claiming = true;
+        let free = (self.config.concurrency - self.running.len()) as i64;
+        let db = self.db.clone();
+        let worker = self.worker_id.clone();
+        let lease = self.config.lease;
+        ctx.spawn(
+            async move { db.claim_jobs(&worker, free, lease).await }
+                .into_actor(self)
+                .map(move |claimed, act, ctx| {
+                    act.claiming = false;
+                    let jobs = match claimed {
+                        Ok(jobs) => jobs,
+                        Err(e) => {
+                            log::debug!("jobs: cannot claim: {e}");
+                            return;
+                        }
+                    };
+                    let full = jobs.len() as i64 == free;
+                    for job in jobs {
+                        act.start(job, ctx);
+                    }
+                    if full {
+                        act.fill(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Runs one claimed job, renewing its lease, and records the outcome.
+    fn start(&mut self, job: Job, ctx: &mut Context<Self>) {
+        self.running.insert(job.id);
+        self.metrics.running.set(self.running.len() as i64);
+        self.events.announce(&job);
+        log::info!(
+            "jobs: running {} #{} (attempt {}/{})",
+            job.kind,
+            job.id,
+            job.attempts,
+            job.max_attempts
+        );
+        let db = self.db.clone();
+        let worker = self.worker_id.clone();
+        let config = self.config.clone();
+        let runner = self.runner.clone();
+        let metrics = self.metrics.clone();
+        let events = self.events.clone();
+        let id = job.id;
+        let work = async move {
+            let context = JobContext::new(db.clone(), worker.clone(), job.id, events.clone());
+            let run = runner.run(&job, &context);
+            tokio::pin!(run);
+            let mut renew = tokio::time::interval(config.lease / 3);
+            renew.tick().await;
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut run => break Some(outcome),
+                    _ = renew.tick() => match db.renew_lease(job.id, &worker, config.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => break None,
+                        Err(e) => log::warn!("jobs: cannot renew the lease of #{}: {e}", job.id),
+                    },
+                }
+            };
+            let Some(outcome) = outcome else {
+                log::warn!(
+                    "jobs: #{} was taken over by another worker; dropping this attempt",
+                    job.id
+                );
+                return;
+            };
+            let updated = match outcome {
+                Ok(result) => {
+                    metrics.attempts.with_label_values(&["succeeded"]).inc();
+                    let latency = (chrono::Utc::now().naive_utc() - job.created_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics.latency.observe(latency.as_secs_f64());
+                    log::info!("jobs: {} #{} succeeded", job.kind, job.id);
+                    db.complete_job(job.id, &worker, &result).await
+                }
+                Err(error) if job.attempts < job.max_attempts => {
+                    let delay = config.backoff(job.attempts);
+                    metrics.attempts.with_label_values(&["retried"]).inc();
+                    metrics.retries.inc();
+                    log::warn!(
+                        "jobs: {} #{} attempt {} failed: {error}; retrying in {} ms",
+                        job.kind,
+                        job.id,
+                        job.attempts,
+                        delay.as_millis()
+                    );
+                    let at = crate::db::models::now()
+                        + chrono::Duration::from_std(delay).unwrap_or_default();
+                    db.fail_job(job.id, &worker, &error, Some(at)).await
+                }
+                Err(error) => {
+                    metrics.attempts.with_label_values(&["dead"]).inc();
+                    metrics.dead_letters.inc();
+                    log::error!(
+                        "jobs: {} #{} failed its last attempt ({}): {error}; dead-lettered",
+                        job.kind,
+                        job.id,
+                        job.attempts
+                    );
+                    db.fail_job(job.id, &worker, &error, None).await
+                }
+            };
+            match updated {
+                Ok(Some(job)) => events.announce(&job),
+                Ok(None) => log::warn!("jobs: #{} was taken over before it finished", job.id),
+                Err(e) => log::warn!(
+                    "jobs: cannot record the outcome of #{}: {e}; it runs again when its lease ends",
+                    job.id
+                ),
+            }
+        };
+        ctx.spawn(work.into_actor(self).map(move |(), act, ctx| {
+            act.running.remove(&id);
+            act.metrics.running.set(act.running.len() as i64);
+            act.fill(ctx);
+        }));
+    }
+
+    fn refresh_states(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .last_state_refresh
+            .is_some_and(|t| t.elapsed() < STATE_REFRESH_INTERVAL)
+        {
+            return;
+        }
+        self.last_state_refresh = Some(Instant::now());
+        let db = self.db.clone();
+        let gauge = self.metrics.by_state.clone();
+        ctx.spawn(
+            async move {
+                if let Ok(counts) = db.count_jobs().await {
+                    for state in ["queued", "running", "succeeded", "dead"] {
+                        let n = counts
+                            .iter()
+                            .find(|(s, _)| s == state)
+                            .map_or(0, |(_, n)| *n);
+                        gauge.with_label_values(&[state]).set(n);
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for JobWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.config.poll_interval, |act, ctx| {
+            act.fill(ctx);
+            act.refresh_states(ctx);
+        });
+        self.fill(ctx);
+    }
+}
+
+impl Handler<Wake> for JobWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        self.fill(ctx);
+    }
+}
+
+impl Handler<ReleaseJobs> for JobWorker {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _: ReleaseJobs, _: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let db = self.db.clone();
+        let worker = self.worker_id.clone();
+        Box::pin(async move {
+            match db.release_jobs(&worker).await {
+                Ok(n) => n,
+                Err(e) => {
+                    log::warn!(
+                        "jobs: cannot hand running jobs back: {e}; their leases will run out"
+                    );
+                    0
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! Background work: the seed's `/send-email` and `/users/{id}/action`, answered at once
+//! with 202 and the job ids, and the job queue's state: `/jobs/{id}`, its progress as SSE
+//! (`/jobs/{id}/events`), dead letters (`/jobs?state=dead`), `/outbox` and `/analytics`.
+
+use std::time::Duration;
+
+use actix_web::{web, Either, HttpResponse};
+use bytes::Bytes;
+use courier_actors::db::jobs::{ActionCount, Job, NewJob, OutboxEmail};
+use courier_actors::job_worker::{job_event, Wake};
+use courier_actors::jobs::kind;
+use futures_util::stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{AppError, ErrorBody};
+use crate::routes::data::{MAX_EMAIL_CHARS, MAX_PAGE_SIZE};
+use crate::state::AppState;
+
+/// Longest email message accepted (characters).
+pub const MAX_MESSAGE_CHARS: usize = 10_000;
+/// Longest action name.
+pub const MAX_ACTION_CHARS: usize = 64;
+
+/// An email to send.
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRequest {
+    /// The recipient.
+    email: String,
+    /// The text, 1–10,000 characters.
+    message: String,
+}
+
+/// Jobs accepted for background work.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// What will happen.
+    status: &'static str,
+    /// The jobs, to follow at `/jobs/{id}` and `/jobs/{id}/events`.
+    job_ids: Vec<i64>,
+    /// For `/users/{id}/action`: the recorded action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_id: Option<i64>,
+}
+
+/// Queues an email (JSON body, or the seed's `?email=&message=`). It is delivered through
+/// SMTP when `SMTP_URL` is set, otherwise written to the outbox (`GET /outbox`); failed
+/// deliveries are retried with backoff and dead-lettered after `JOB_MAX_ATTEMPTS`.
+#[utoipa::path(
+    post, path = "/send-email", tag = "jobs", request_body = EmailRequest, params(EmailRequest),
+    responses(
+        (status = 202, description = "Queued", body = Accepted),
+        (status = 422, description = "Invalid email or message", body = ErrorBody),
+        (status = 503, description = "The queue's database is unavailable", body = ErrorBody)
+    )
+)]
+pub async fn send_email(
+    state: web::Data<AppState>,
+    body: Either<web::Json<EmailRequest>, web::Query<EmailRequest>>,
+) -> Result<HttpResponse, AppError> {
+    let req = match body {
+        Either::Left(json) => json.into_inner(),
+        Either::Right(query) => query.into_inner(),
+    };
+    if req.email.chars().count() > MAX_EMAIL_CHARS
+        || !email_address::EmailAddress::is_valid(&req.email)
+    {
+        return Err(AppError::Unprocessable(format!(
+            "email {:?} is not a valid address",
+            req.email
+        )));
+    }
+    let chars = req.message.chars().count();
+    if req.message.trim().is_empty() || chars > MAX_MESSAGE_CHARS {
+        return Err(AppError::Unprocessable(format!(
+            "message must be 1 to {MAX_MESSAGE_CHARS} characters"
+        )));
+    }
+    let job = NewJob::new(
+        kind::SEND_EMAIL,
+        &json!({"email": req.email, "message": req.message}),
+        state.config.jobs.worker.max_attempts,
+        Duration::ZERO,
+    );
+    let ids = state.db.enqueue(vec![job]).await?;
+    state.jobs.do_send(Wake);
+    Ok(HttpResponse::Accepted().json(Accepted {
+        status: "Email will be sent in background",
+        job_ids: ids,
+        action_id: None,
+    }))
+}
+
+/// An action a user performed.
+#[derive(Debug, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// 1–64 letters, digits, '-', '_' or '.'.
+    action: String,
+}
+
+/// Records an action and, in the same transaction, its two jobs: the activity log and the
+/// analytics update (visible at `GET /analytics`). Nothing is lost if the server dies right
+/// after answering: the jobs are in the database.
+#[utoipa::path(
+    post, path = "/users/{id}/action", tag = "jobs", request_body = ActionRequest,
+    params(("id" = i64, Path, description = "User id"), ActionRequest),
+    responses(
+        (status = 202, description = "Recorded; its jobs are queued", body = Accepted),
+        (status = 404, description = "User not found", body = ErrorBody),
+        (status = 422, description = "Invalid action", body = ErrorBody)
+    )
+)]
+pub async fn user_action(
+    state: web::Data<AppState>,
+    user_id: web::Path<i64>,
+    body: Either<web::Json<ActionRequest>, web::Query<ActionRequest>>,
+) -> Result<HttpResponse, AppError> {
+    let action = match body {
+        Either::Left(json) => json.into_inner().action,
+        Either::Right(query) => query.into_inner().action,
+    };
+    if action.is_empty()
+        || action.len() > MAX_ACTION_CHARS
+        || !action
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(AppError::Unprocessable(format!(
+            "action must be 1 to {MAX_ACTION_CHARS} letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let user_id = user_id.into_inner();
+    let attempts = state.config.jobs.worker.max_attempts;
+    let name = action.clone();
+    let (action_id, job_ids) = state
+        .db
+        .create_action(user_id, &action, move |action_id| {
+            vec![
+                NewJob::new(
+                    kind::LOG_ACTIVITY,
+                    &json!({"action_id": action_id, "user_id": user_id, "action": name}),
+                    attempts,
+                    Duration::ZERO,
+                ),
+                NewJob::new(
+                    kind::UPDATE_ANALYTICS,
+                    &json!({"action_id": action_id, "action": name}),
+                    attempts,
+                    Duration::ZERO,
+                ),
+            ]
+        })
+        .await?;
+    state.jobs.do_send(Wake);
+    Ok(HttpResponse::Accepted().json(Accepted {
+        status: "Action logged",
+        job_ids,
+        action_id: Some(action_id),
+    }))
+}
+
+/// Counts per action, kept by the `update_analytics` jobs.
+#[utoipa::path(
+    get, path = "/analytics", tag = "jobs",
+    responses((status = 200, description = "Counts, most frequent first", body = Vec<ActionCount>))
+)]
+pub async fn analytics(
+    state: web::Data<AppState>,
+) -> Result<web::Json<Vec<ActionCount>>, AppError> {
+    Ok(web::Json(state.db.list_analytics().await?))
+}
+
+/// Paging of lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only ids above this.
+    after: Option<i64>,
+    /// At most this many (1–1000, default 50).
+    limit: Option<i64>,
+    /// For `/jobs`: the state to list (default `dead`: the dead letters).
+    state: Option<String>,
+}
+
+impl ListQuery {
+    fn bounds(&self) -> Result<(i64, i64), AppError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+            return Err(AppError::Unprocessable(format!(
+                "limit must be between 1 and {MAX_PAGE_SIZE}"
+            )));
+        }
+        Ok((self.after.unwrap_or(0).max(0), limit))
+    }
+}
+
+/// Emails written to the local outbox (when no SMTP server is configured).
+#[utoipa::path(
+    get, path = "/outbox", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "Emails, oldest first", body = Vec<OutboxEmail>))
+)]
+pub async fn outbox(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Vec<OutboxEmail>>, AppError> {
+    let (after, limit) = query.bounds()?;
+    Ok(web::Json(state.db.list_outbox(after, limit).await?))
+}
+
+/// A job as the API shows it.
+fn job_json(job: &Job) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or_default();
+    v["result"] = job
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or(Value::Null);
+    v
+}
+
+/// One job: state (`queued`, `running`, `succeeded`, `dead`), attempts, last error,
+/// progress and result.
+#[utoipa::path(
+    get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 404, description = "Job not found", body = ErrorBody)
+    )
+)]
+pub async fn get_job(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<web::Json<Value>, AppError> {
+    state
+        .db
+        .get_job(id.into_inner())
+        .await?
+        .map(|j| web::Json(job_json(&j)))
+        .ok_or_else(|| AppError::NotFound("Job not found".into()))
+}
+
+/// Jobs in one state, oldest first; by default the dead letters.
+#[utoipa::path(
+    get, path = "/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "Jobs", body = Vec<Job>))
+)]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<Vec<Value>>, AppError> {
+    let (after, limit) = query.bounds()?;
+    let wanted = query.state.as_deref().unwrap_or("dead");
+    if !["queued", "running", "succeeded", "dead"].contains(&wanted) {
+        return Err(AppError::Unprocessable(
+            "state must be queued, running, succeeded or dead".into(),
+        ));
+    }
+    let jobs = state.db.list_jobs(wanted, after, limit).await?;
+    Ok(web::Json(jobs.iter().map(job_json).collect()))
+}
+
+fn sse_event(event: &Value) -> Bytes {
+    Bytes::from(format!("event: job\ndata: {event}\n\n"))
+}
+
+/// A job's progress as SSE: a `job` event with its current state at once, then one per
+/// change (state, attempt, progress) until it succeeds or is dead-lettered, when the stream
+/// ends. Changes made on other nodes are seen by re-reading the job every
+/// `JOB_EVENTS_POLL_MS`.
+#[utoipa::path(
+    get, path = "/jobs/{id}/events", tag = "jobs",
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "text/event-stream of `job` events", content_type = "text/event-stream"),
+        (status = 404, description = "Job not found", body = ErrorBody)
+    )
+)]
+pub async fn job_events(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    // Subscribe before reading, so no change between the read and the subscription is missed.
+    let rx = state.job_events.subscribe();
+    let job = state
+        .db
+        .get_job(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("Job not found".into()))?;
+    let first = job_event(&job);
+    let done = job.is_finished();
+    let poll = state.config.jobs.events_poll;
+    let db = state.db.clone();
+    let rest = stream::unfold(
+        (rx, first.clone(), done),
+        move |(mut rx, mut last, done)| {
+            let db = db.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let next = tokio::select! {
+                        received = rx.recv() => match received {
+                            Ok(event) if event["id"] == id => Some((*event).clone()),
+                            Ok(_) => None,
+                            Err(RecvError::Lagged(_)) => None,
+                            Err(RecvError::Closed) => return None,
+                        },
+                        _ = actix_rt::time::sleep(poll) => match db.get_job(id).await {
+                            Ok(Some(job)) => Some(job_event(&job)),
+                            _ => None,
+                        },
+                    };
+                    if let Some(event) = next {
+                        if event != last {
+                            let finished =
+                                event["state"] == "succeeded" || event["state"] == "dead";
+                            last = event.clone();
+                            return Some((
+                                Ok::<_, AppError>(sse_event(&event)),
+                                (rx, last, finished),
+                            ));
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let body = stream::StreamExt::chain(stream::once(async move { Ok(sse_event(&first)) }), rest);
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
