@@ -378,10 +378,14 @@ pub struct SseEvent {
 
 impl SseClient {
     pub async fn connect(app: &TestApp, path: &str, last_event_id: Option<&str>) -> Self {
+        Self::connect_url(&app.url(path), last_event_id).await
+    }
+
+    pub async fn connect_url(url: &str, last_event_id: Option<&str>) -> Self {
         let mut req = awc::Client::builder()
             .timeout(Duration::from_secs(3600))
             .finish()
-            .get(app.url(path))
+            .get(url)
             .insert_header(("Accept", "text/event-stream"));
         if let Some(id) = last_event_id {
             req = req.insert_header(("Last-Event-ID", id));
@@ -647,5 +651,151 @@ impl TestApp {
         let bytes = res.body().limit(16 << 20).await.expect("body read");
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (res.status().as_u16(), res.headers().clone(), json)
+    }
+}
+
+/// What the SMTP sink does with the next deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// Accept every message.
+    Accept,
+    /// Answer `451` (try again later) to this many more deliveries, then accept.
+    RejectTransient(u32),
+    /// Answer `550` (permanent failure) to every delivery.
+    RejectPermanent,
+    /// Accept the connection and never say anything.
+    Hang,
+}
+
+/// An SMTP server on loopback that keeps what it receives.
+pub struct SmtpSink {
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::Mutex<SinkMode>>,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SmtpSink {
+    /// Starts the sink on its own thread (so it outlives any one test runtime).
+    pub fn start(mode: SinkMode) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let mode = std::sync::Arc::new(std::sync::Mutex::new(mode));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, r, c) = (mode.clone(), received.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (m, r) = (m.clone(), r.clone());
+                std::thread::spawn(move || {
+                    if *m.lock().unwrap() == SinkMode::Hang {
+                        // Say nothing; hold the connection until the client gives up.
+                        let mut buf = [0u8; 1024];
+                        while matches!(std::io::Read::read(&mut stream, &mut buf), Ok(n) if n > 0) {
+                        }
+                        return;
+                    }
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut say = |s: &str| stream.write_all(s.as_bytes());
+                    if say("220 sink ESMTP\r\n").is_err() {
+                        return;
+                    }
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let upper = line.to_ascii_uppercase();
+                        let reply = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                            "250 sink\r\n".to_owned()
+                        } else if upper.starts_with("MAIL FROM") {
+                            let mut mode = m.lock().unwrap();
+                            match *mode {
+                                SinkMode::RejectTransient(n) if n > 0 => {
+                                    *mode = if n == 1 {
+                                        SinkMode::Accept
+                                    } else {
+                                        SinkMode::RejectTransient(n - 1)
+                                    };
+                                    "451 4.3.0 try again later\r\n".to_owned()
+                                }
+                                SinkMode::RejectPermanent => {
+                                    "550 5.1.1 mailbox unavailable\r\n".to_owned()
+                                }
+                                _ => "250 OK\r\n".to_owned(),
+                            }
+                        } else if upper.starts_with("DATA") {
+                            if say("354 go ahead\r\n").is_err() {
+                                return;
+                            }
+                            let mut message = String::new();
+                            loop {
+                                line.clear();
+                                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if line == ".\r\n" {
+                                    break;
+                                }
+                                message.push_str(&line);
+                            }
+                            r.lock().unwrap().push(message);
+                            "250 OK queued\r\n".to_owned()
+                        } else if upper.starts_with("QUIT") {
+                            let _ = say("221 bye\r\n");
+                            return;
+                        } else {
+                            "250 OK\r\n".to_owned()
+                        };
+                        if say(&reply).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            mode,
+            received,
+            connections,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_mode(&self, mode: SinkMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// The messages accepted so far (headers and body).
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Follows `/jobs/{id}/events` at `base` until the job reaches `state`; returns that event.
+pub async fn wait_for_job(base: &str, id: i64, state: &str) -> serde_json::Value {
+    let mut sse = SseClient::connect_url(&format!("{base}/jobs/{id}/events"), None).await;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), sse.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("job {id} did not reach {state} in time"))
+            .unwrap_or_else(|| panic!("the events of job {id} ended before {state}"));
+        assert_eq!(event.event.as_deref(), Some("job"));
+        let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        if data["state"] == state {
+            return data;
+        }
     }
 }

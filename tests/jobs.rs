@@ -1,0 +1,294 @@
+//! Background jobs as a client sees them: 202 at once, then the job's progress on
+//! `/jobs/{id}/events` until it succeeds or is dead-lettered; email through a real SMTP
+//! conversation (a sink on loopback) or the outbox; actions and their analytics; retries,
+//! dead letters, graceful shutdown and a server killed mid-job.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    spawn_app_with, spawn_data_app, wait_for_job, Backend, SinkMode, SmtpSink, SseClient,
+};
+use serde_json::json;
+
+async fn send_email(app: &common::TestApp, email: &str, message: &str) -> i64 {
+    let (status, _, body) = app
+        .post_json("/send-email", &json!({"email": email, "message": message}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["job_ids"][0].as_i64().unwrap()
+}
+
+async fn email_goes_to_the_outbox_and_its_events_are_streamed(backend: Backend) {
+    let Some(data) = spawn_data_app(backend, &[]).await else {
+        return;
+    };
+    let app = &data.app;
+    let mut updates = SseClient::connect(app, "/sse/updates", None).await;
+    let started = Instant::now();
+    let id = send_email(app, "bob@example.com", "Hello, Bob").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once"
+    );
+    let done = wait_for_job(&app.address, id, "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["progress"], 100);
+
+    let (_, _, job) = app.get_json(&format!("/jobs/{id}")).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["result"]["delivered_to"], "outbox");
+    let (_, _, outbox) = app.get_json("/outbox").await;
+    assert_eq!(outbox[0]["recipient"], "bob@example.com");
+    assert_eq!(outbox[0]["message"], "Hello, Bob");
+    assert_eq!(outbox[0]["job_id"], id);
+
+    // The job's changes are on /sse/updates too.
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), updates.next_event())
+            .await
+            .expect("a job update")
+            .expect("stream open");
+        let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        if data["kind"] == "job" && data["data"]["state"] == "succeeded" {
+            assert_eq!(data["data"]["id"], id);
+            break;
+        }
+    }
+
+    // The seed's form: query parameters.
+    let (status, _, body) = app
+        .client
+        .post(app.url("/send-email?email=carol%40example.com&message=hi"))
+        .send()
+        .await
+        .map(|mut r| (r.status().as_u16(), r.headers().clone(), r.body()))
+        .map(|(s, h, _)| (s, h, ()))
+        .unwrap();
+    assert_eq!(status, 202, "{body:?}");
+
+    for bad in [
+        json!({"email": "not-an-address", "message": "x"}),
+        json!({"email": "a@example.com", "message": "   "}),
+        json!({"email": "a@example.com"}),
+    ] {
+        let (status, _, body) = app.post_json("/send-email", &bad).await;
+        assert!(status == 422 || status == 400, "{bad}: {status} {body}");
+    }
+    let (status, _, _) = app.get_json("/jobs/999999").await;
+    assert_eq!(status, 404);
+}
+
+async fn an_action_and_its_jobs_are_committed_together(backend: Backend) {
+    let Some(data) = spawn_data_app(backend, &[]).await else {
+        return;
+    };
+    let app = &data.app;
+    let (_, _, user) = app
+        .post_json(
+            "/users",
+            &json!({"name": "Ada", "email": "ada@example.com"}),
+        )
+        .await;
+    let uid = user["id"].as_i64().unwrap();
+    for _ in 0..2 {
+        let (status, _, body) = app
+            .post_json(&format!("/users/{uid}/action"), &json!({"action": "login"}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "Action logged");
+        let ids = body["job_ids"].as_array().unwrap();
+        assert_eq!(ids.len(), 2);
+        for id in ids {
+            wait_for_job(&app.address, id.as_i64().unwrap(), "succeeded").await;
+        }
+    }
+    let (status, _, body) = app
+        .client
+        .post(app.url(&format!("/users/{uid}/action?action=logout")))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), (), ()))
+        .unwrap();
+    assert_eq!(status, 202, "{body:?}");
+
+    let (status, _, body) = app
+        .post_json("/users/424242/action", &json!({"action": "login"}))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, _) = app
+        .post_json(
+            &format!("/users/{uid}/action"),
+            &json!({"action": "drop table"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (_, _, queued) = app.get_json("/jobs?state=dead").await;
+    assert_eq!(queued, json!([]));
+
+    let (_, _, analytics) = app.get_json("/analytics").await;
+    assert_eq!(analytics[0]["action"], "login", "{analytics}");
+    assert_eq!(analytics[0]["count"], 2);
+}
+
+mod sqlite {
+    use super::*;
+    #[actix_rt::test]
+    async fn email_goes_to_the_outbox_and_its_events_are_streamed() {
+        super::email_goes_to_the_outbox_and_its_events_are_streamed(Backend::Sqlite).await
+    }
+    #[actix_rt::test]
+    async fn an_action_and_its_jobs_are_committed_together() {
+        super::an_action_and_its_jobs_are_committed_together(Backend::Sqlite).await
+    }
+}
+
+mod postgres {
+    use super::*;
+    #[actix_rt::test]
+    async fn email_goes_to_the_outbox_and_its_events_are_streamed() {
+        super::email_goes_to_the_outbox_and_its_events_are_streamed(Backend::Postgres).await
+    }
+    #[actix_rt::test]
+    async fn an_action_and_its_jobs_are_committed_together() {
+        super::an_action_and_its_jobs_are_committed_together(Backend::Postgres).await
+    }
+}
+
+#[actix_rt::test]
+async fn a_delivery_that_fails_twice_then_succeeds() {
+    let sink = SmtpSink::start(SinkMode::RejectTransient(2));
+    let app = spawn_app_with(&[("SMTP_URL", &sink.url())]).await;
+    let id = send_email(&app, "dave@example.com", "third time lucky").await;
+    let done = wait_for_job(&app.address, id, "succeeded").await;
+    assert_eq!(done["attempts"], 3);
+    assert!(
+        done["last_error"].as_str().unwrap().contains("451"),
+        "{done}"
+    );
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].contains("third time lucky"));
+    assert!(received[0].contains("dave@example.com"));
+    assert_eq!(app.metric("courier_job_retries_total").await, Some(2.0));
+    let (_, _, job) = app.get_json(&format!("/jobs/{id}")).await;
+    assert_eq!(job["result"]["delivered_to"], "smtp");
+}
+
+#[actix_rt::test]
+async fn a_job_that_always_fails_is_dead_lettered_with_its_error() {
+    let sink = SmtpSink::start(SinkMode::RejectPermanent);
+    let app = spawn_app_with(&[("SMTP_URL", &sink.url())]).await;
+    let id = send_email(&app, "nobody@example.com", "never").await;
+    let dead = wait_for_job(&app.address, id, "dead").await;
+    assert_eq!(
+        dead["attempts"], 3,
+        "JOB_MAX_ATTEMPTS in the test configuration"
+    );
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("550"),
+        "{dead}"
+    );
+    assert!(sink.received().is_empty());
+    let (_, _, letters) = app.get_json("/jobs?state=dead").await;
+    assert_eq!(letters[0]["id"], id);
+    assert_eq!(
+        app.metric("courier_job_dead_letters_total").await,
+        Some(1.0)
+    );
+}
+
+#[actix_rt::test]
+async fn graceful_shutdown_hands_running_jobs_back_to_the_queue() {
+    let sink = SmtpSink::start(SinkMode::Hang);
+    let app = spawn_app_with(&[("SMTP_URL", &sink.url()), ("SMTP_TIMEOUT_MS", "60000")]).await;
+    let id = send_email(&app, "erin@example.com", "across a restart").await;
+    wait_for_job(&app.address, id, "running").await;
+    app.shutdown.shutdown().await;
+
+    sink.set_mode(SinkMode::Accept);
+    let data_dir = app.data_dir.path().display().to_string();
+    let next = spawn_app_with(&[("APP_DATA_DIR", &data_dir), ("SMTP_URL", &sink.url())]).await;
+    let done = wait_for_job(&next.address, id, "succeeded").await;
+    assert_eq!(
+        done["attempts"], 1,
+        "the interrupted attempt was handed back, not counted"
+    );
+    assert_eq!(sink.received().len(), 1);
+}
+
+struct Binary {
+    child: Child,
+    port: u16,
+}
+
+fn start_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> Binary {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_PORT", "0")
+        .env("LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("courier starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("server logs its address").unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Binary { child, port }
+}
+
+#[actix_rt::test]
+async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
+    let sink = SmtpSink::start(SinkMode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SMTP_URL", sink.url()),
+        ("SMTP_TIMEOUT_MS", "60000".to_owned()),
+        ("JOB_LEASE_MS", "1500".to_owned()),
+        ("JOB_POLL_INTERVAL_MS", "200".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut first = start_binary(dir.path(), &env);
+    let base = format!("http://127.0.0.1:{}", first.port);
+    let client = awc::Client::default();
+    let mut res = client
+        .post(format!("{base}/send-email"))
+        .send_json(&json!({"email": "frank@example.com", "message": "survive a crash"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let id = body["job_ids"][0].as_i64().unwrap();
+    wait_for_job(&base, id, "running").await;
+
+    first.child.kill().unwrap(); // SIGKILL: no shutdown, the lease is still held
+    first.child.wait().unwrap();
+    sink.set_mode(SinkMode::Accept);
+
+    let mut second = start_binary(dir.path(), &env);
+    let base = format!("http://127.0.0.1:{}", second.port);
+    let done = wait_for_job(&base, id, "succeeded").await;
+    assert_eq!(
+        done["attempts"], 2,
+        "claimed again once the dead worker's lease ran out"
+    );
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].contains("survive a crash"));
+    second.child.kill().unwrap();
+    let _ = second.child.wait();
+}
