@@ -220,6 +220,15 @@ pub struct JobSettings {
     pub smtp_timeout: Duration,
 }
 
+/// Uploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    /// `UPLOAD_MAX_BYTES`: largest upload (413 beyond).
+    pub max_bytes: u64,
+    /// `UPLOAD_TTL_SECS`: an upload is removed this long after it arrived.
+    pub ttl: Duration,
+}
+
 /// Most price sources `/fastest-price` races.
 pub const MAX_PRICE_SOURCES: usize = 16;
 
@@ -363,6 +372,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The job queue.
     pub jobs: JobSettings,
+    /// Uploads.
+    pub files: FileSettings,
     /// `AGGREGATE_UPSTREAM_URL`: the API `/aggregate/user/{id}` calls
     /// (`{base}/users/{id}`, `/posts`, `/comments`); unset uses the server's own `/demo`.
     pub aggregate_url: Option<Url>,
@@ -653,6 +664,8 @@ const KNOWN_KEYS: &[&str] = &[
     "smtp_url",
     "smtp_from",
     "smtp_timeout_ms",
+    "upload_max_bytes",
+    "upload_ttl_secs",
     "cache_ttl_secs",
     "cache_max_entries",
     "expensive_rounds",
@@ -959,6 +972,10 @@ impl Resolver {
             })?,
             smtp_timeout: self.millis("SMTP_TIMEOUT_MS", 1, 3_600_000)?,
         };
+        let files = FileSettings {
+            max_bytes: self.integer("UPLOAD_MAX_BYTES", 1, 1 << 40)?,
+            ttl: self.secs("UPLOAD_TTL_SECS", 1, 365 * 86_400)?,
+        };
         let cache = CacheSettings {
             ttl: self.secs("CACHE_TTL_SECS", 1, 30 * 86_400)?,
             max_entries: self.integer("CACHE_MAX_ENTRIES", 1, 10_000_000)? as usize,
@@ -1104,6 +1121,7 @@ impl Resolver {
             data,
             cache,
             jobs,
+            files,
             aggregate_url,
             price_sources,
             realtime,

@@ -5,7 +5,7 @@
 //! | `send_email` | `{email, message}` | delivers through SMTP when `SMTP_URL` is set, else writes the outbox |
 //! | `log_activity` | `{action_id, user_id, action}` | writes the action's activity-log row |
 //! | `update_analytics` | `{action_id, action}` | counts the action (once, however often it runs) |
-//! | `cleanup_upload` | `{path}` | removes an uploaded file |
+//! | `cleanup_upload` | `{stored_name}` | removes an uploaded file and its metadata |
 //!
 //! Jobs run at least once, so each is written to be safe to repeat.
 
@@ -166,6 +166,13 @@ impl Runner {
                     return Err(format!("refusing to remove {:?}", p.stored_name));
                 }
                 let path = self.uploads_dir.join(&p.stored_name);
+                let meta = self.uploads_dir.join(format!("{}.json", p.stored_name));
+                // The metadata goes first: once it is gone the file cannot be downloaded.
+                match tokio::fs::remove_file(&meta).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("cannot remove {}: {e}", meta.display())),
+                }
                 match tokio::fs::remove_file(&path).await {
                     Ok(()) => Ok(json!({"removed": p.stored_name})),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -4,6 +4,7 @@ pub mod basic;
 pub mod cache;
 pub mod data;
 pub mod documents;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod outbound;
@@ -77,6 +78,8 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         jobs::get_job,
         jobs::list_jobs,
         jobs::job_events,
+        files::upload,
+        files::download,
     ),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -88,7 +91,8 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         (name = "data", description = "Users, posts, orders, data rows and documents"),
         (name = "streaming", description = "Responses streamed from the database"),
         (name = "outbound", description = "Concurrent calls to upstream APIs"),
-        (name = "jobs", description = "Background jobs: email, actions, the queue")
+        (name = "jobs", description = "Background jobs: email, actions, the queue"),
+        (name = "files", description = "Uploads and downloads")
     )
 )]
 pub struct ApiDoc;
@@ -182,6 +186,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
         .service(get("/jobs", jobs::list_jobs))
         .service(get("/jobs/{id}", jobs::get_job))
         .service(get("/jobs/{id}/events", jobs::job_events))
+        .service(post("/upload", files::upload))
+        .service(get("/download/{filename}", files::download))
         .service(get("/aggregate/user/{id}", outbound::aggregate_user))
         .service(get("/fastest-price/{product_id}", outbound::fastest_price))
         .service(get("/demo/users/{id}", outbound::demo_user))
