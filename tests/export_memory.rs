@@ -1,6 +1,7 @@
-//! `/export/users` of a large table keeps the server's memory flat: rows are fetched page
-//! by page as the client reads, never gathered whole. Its own test binary, so no other test
-//! allocates in the process while resident memory is sampled.
+//! Large bodies keep the server's memory flat: `/export/users` of a large table fetches rows
+//! page by page as the client reads, and `/upload` writes a large file to disk as it
+//! arrives. Its own test binary with one test, so no other test allocates in the process
+//! while resident memory is sampled.
 
 mod common;
 
@@ -96,8 +97,70 @@ async fn export_large_table(backend: Backend) {
     );
 }
 
+/// Bytes uploaded: four times the growth allowed.
+const UPLOAD_BYTES: usize = 64 << 20;
+
+async fn upload_large_file() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let app = common::spawn_app_with(&[]).await;
+    let boundary = "memory-test";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    // The body is generated as it is sent, so the client holds one chunk at a time.
+    let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let chunks = UPLOAD_BYTES / chunk.len();
+    let body = futures_util::stream::iter(
+        std::iter::once(bytes::Bytes::from(head))
+            .chain(std::iter::repeat_n(chunk, chunks))
+            .chain(std::iter::once(bytes::Bytes::from(tail)))
+            .map(Ok::<_, std::io::Error>),
+    );
+    let before = resident_bytes();
+    let peak = Rc::new(Cell::new(before));
+    let sampling = Rc::new(Cell::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        actix_rt::spawn(async move {
+            while sampling.get() {
+                peak.set(peak.get().max(resident_bytes()));
+                actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut res = app
+        .client
+        .post(app.url("/upload"))
+        .insert_header((
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        ))
+        .send_stream(body)
+        .await
+        .unwrap();
+    sampling.set(false);
+    let _ = sampler.await;
+    let status = res.status().as_u16();
+    let reply: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["size"], UPLOAD_BYTES as u64);
+    let growth = peak.get().saturating_sub(before);
+    eprintln!(
+        "upload: {} MiB stored; resident memory grew {} KiB",
+        UPLOAD_BYTES >> 20,
+        growth / 1024
+    );
+    assert!(
+        growth < (UPLOAD_BYTES as u64) / 4,
+        "memory grew by {growth} bytes for a {UPLOAD_BYTES}-byte upload"
+    );
+}
+
 #[actix_rt::test]
-async fn exporting_a_large_table_keeps_memory_flat() {
+async fn large_exports_and_uploads_keep_memory_flat() {
     export_large_table(Backend::Sqlite).await;
     export_large_table(Backend::Postgres).await;
+    upload_large_file().await;
 }

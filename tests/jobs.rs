@@ -292,3 +292,31 @@ async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
     second.child.kill().unwrap();
     let _ = second.child.wait();
 }
+
+#[actix_rt::test]
+async fn two_nodes_share_one_postgres_queue_and_run_each_job_once() {
+    let Some(url) = common::fresh_postgres_database().await else {
+        return;
+    };
+    let a = spawn_app_with(&[("DATABASE_URL", &url), ("JOB_CONCURRENCY", "2")]).await;
+    let b = spawn_app_with(&[("DATABASE_URL", &url), ("JOB_CONCURRENCY", "2")]).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        ids.push(send_email(node, &format!("u{i}@example.com"), "hello").await);
+    }
+    for id in &ids {
+        let done = wait_for_job(&a.address, *id, "succeeded").await;
+        assert_eq!(done["attempts"], 1, "job {id} was claimed once");
+    }
+    let (_, _, outbox) = a.get_json("/outbox?limit=100").await;
+    assert_eq!(outbox.as_array().unwrap().len(), 30);
+    let (_, _, jobs) = a.get_json("/jobs?state=succeeded&limit=100").await;
+    let workers: std::collections::HashSet<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["worker"].as_str().unwrap())
+        .collect();
+    assert_eq!(workers.len(), 2, "both nodes took jobs: {workers:?}");
+}

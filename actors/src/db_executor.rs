@@ -10,6 +10,7 @@
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
+use crate::db::jobs::{ActionCount, Job, NewJob, OutboxEmail};
 use crate::db::models::{
     Comment, Dashboard, DataItem, NewComment, NewData, NewOrder, NewPost, NewUser, Order, Page,
     Post, PostWithRelations, User,
@@ -171,6 +172,64 @@ pub struct GetDocument {
     pub id: String,
 }
 
+/// Enqueue jobs.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<i64>, DbError>")]
+pub struct EnqueueJobs {
+    /// The jobs.
+    pub jobs: Vec<NewJob>,
+}
+
+/// The jobs of an action, given its id.
+pub type JobsFor = Box<dyn Fn(i64) -> Vec<NewJob> + Send + Sync>;
+
+/// Record a user's action and enqueue its jobs in one transaction.
+#[derive(Message)]
+#[rtype(result = "Result<(i64, Vec<i64>), DbError>")]
+pub struct CreateAction {
+    /// The user.
+    pub user_id: i64,
+    /// The action.
+    pub action: String,
+    /// Its jobs, made once the action's id is known.
+    pub jobs_for: JobsFor,
+}
+
+/// Read a job.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<Job>, DbError>")]
+pub struct GetJob {
+    /// The job's id.
+    pub id: i64,
+}
+
+/// Jobs in one state, by keyset.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Job>, DbError>")]
+pub struct ListJobs {
+    /// `queued`, `running`, `succeeded` or `dead`.
+    pub state: String,
+    /// Only ids above this.
+    pub after: i64,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// The outbox, by keyset.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<OutboxEmail>, DbError>")]
+pub struct ListOutbox {
+    /// Only ids above this.
+    pub after: i64,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Counts per action.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<ActionCount>, DbError>")]
+pub struct ListAnalytics;
+
 /// Answers `$msg` by running `$call` on a clone of the database handle.
 macro_rules! handle {
     ($msg:ty, |$db:ident, $m:ident| $call:expr) => {
@@ -201,3 +260,10 @@ handle!(CreateData, |db, m| db.create_data(m.row));
 handle!(ComputeSection, |db, m| db.report_section(m.section));
 handle!(InsertDocument, |db, m| db.insert_document(m.body));
 handle!(GetDocument, |db, m| db.get_document(&m.id));
+handle!(EnqueueJobs, |db, m| db.enqueue(m.jobs));
+handle!(CreateAction, |db, m| db
+    .create_action(m.user_id, &m.action, m.jobs_for));
+handle!(GetJob, |db, m| db.get_job(m.id));
+handle!(ListJobs, |db, m| db.list_jobs(&m.state, m.after, m.limit));
+handle!(ListOutbox, |db, m| db.list_outbox(m.after, m.limit));
+handle!(ListAnalytics, |db, _m| db.list_analytics());

@@ -23,8 +23,10 @@ use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
 use crate::error::{AppError, ErrorBody};
+use crate::routes::data::{ask, Db};
 use crate::startup::UPLOADS_DIR;
 use crate::state::AppState;
+use courier_actors::db_executor::EnqueueJobs;
 
 /// Longest original file name kept (characters).
 pub const MAX_FILENAME_CHARS: usize = 255;
@@ -94,6 +96,7 @@ async fn discard(path: &Path) {
 )]
 pub async fn upload(
     state: web::Data<AppState>,
+    db: Db,
     mut form: Multipart,
 ) -> Result<HttpResponse, AppError> {
     let limit = state.config.files.max_bytes;
@@ -159,12 +162,12 @@ pub async fn upload(
             state.config.jobs.worker.max_attempts,
             state.config.files.ttl,
         );
-        let cleanup_job_id = match state.db.enqueue(vec![job]).await {
+        let cleanup_job_id = match ask(&db, EnqueueJobs { jobs: vec![job] }).await {
             Ok(ids) => ids[0],
             Err(e) => {
                 // Without its cleanup job the file would stay forever: refuse it.
                 discard(&path).await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let upload = Upload {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use actix_web::{web, Either, HttpResponse};
 use bytes::Bytes;
 use courier_actors::db::jobs::{ActionCount, Job, NewJob, OutboxEmail};
+use courier_actors::db_executor::{
+    CreateAction, EnqueueJobs, GetJob, JobsFor, ListAnalytics, ListJobs, ListOutbox,
+};
 use courier_actors::job_worker::{job_event, Wake};
 use courier_actors::jobs::kind;
 use futures_util::stream;
@@ -16,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{AppError, ErrorBody};
-use crate::routes::data::{MAX_EMAIL_CHARS, MAX_PAGE_SIZE};
+use crate::routes::data::{ask, Db, MAX_EMAIL_CHARS, MAX_PAGE_SIZE};
 use crate::state::AppState;
 
 /// Longest email message accepted (characters).
@@ -59,6 +62,7 @@ pub struct Accepted {
 )]
 pub async fn send_email(
     state: web::Data<AppState>,
+    db: Db,
     body: Either<web::Json<EmailRequest>, web::Query<EmailRequest>>,
 ) -> Result<HttpResponse, AppError> {
     let req = match body {
@@ -85,7 +89,7 @@ pub async fn send_email(
         state.config.jobs.worker.max_attempts,
         Duration::ZERO,
     );
-    let ids = state.db.enqueue(vec![job]).await?;
+    let ids = ask(&db, EnqueueJobs { jobs: vec![job] }).await?;
     state.jobs.do_send(Wake);
     Ok(HttpResponse::Accepted().json(Accepted {
         status: "Email will be sent in background",
@@ -116,6 +120,7 @@ pub struct ActionRequest {
 )]
 pub async fn user_action(
     state: web::Data<AppState>,
+    db: Db,
     user_id: web::Path<i64>,
     body: Either<web::Json<ActionRequest>, web::Query<ActionRequest>>,
 ) -> Result<HttpResponse, AppError> {
@@ -136,25 +141,31 @@ pub async fn user_action(
     let user_id = user_id.into_inner();
     let attempts = state.config.jobs.worker.max_attempts;
     let name = action.clone();
-    let (action_id, job_ids) = state
-        .db
-        .create_action(user_id, &action, move |action_id| {
-            vec![
-                NewJob::new(
-                    kind::LOG_ACTIVITY,
-                    &json!({"action_id": action_id, "user_id": user_id, "action": name}),
-                    attempts,
-                    Duration::ZERO,
-                ),
-                NewJob::new(
-                    kind::UPDATE_ANALYTICS,
-                    &json!({"action_id": action_id, "action": name}),
-                    attempts,
-                    Duration::ZERO,
-                ),
-            ]
-        })
-        .await?;
+    let jobs_for: JobsFor = Box::new(move |action_id| {
+        vec![
+            NewJob::new(
+                kind::LOG_ACTIVITY,
+                &json!({"action_id": action_id, "user_id": user_id, "action": name}),
+                attempts,
+                Duration::ZERO,
+            ),
+            NewJob::new(
+                kind::UPDATE_ANALYTICS,
+                &json!({"action_id": action_id, "action": name}),
+                attempts,
+                Duration::ZERO,
+            ),
+        ]
+    });
+    let (action_id, job_ids) = ask(
+        &db,
+        CreateAction {
+            user_id,
+            action,
+            jobs_for,
+        },
+    )
+    .await?;
     state.jobs.do_send(Wake);
     Ok(HttpResponse::Accepted().json(Accepted {
         status: "Action logged",
@@ -168,10 +179,8 @@ pub async fn user_action(
     get, path = "/analytics", tag = "jobs",
     responses((status = 200, description = "Counts, most frequent first", body = Vec<ActionCount>))
 )]
-pub async fn analytics(
-    state: web::Data<AppState>,
-) -> Result<web::Json<Vec<ActionCount>>, AppError> {
-    Ok(web::Json(state.db.list_analytics().await?))
+pub async fn analytics(db: Db) -> Result<web::Json<Vec<ActionCount>>, AppError> {
+    Ok(web::Json(ask(&db, ListAnalytics).await?))
 }
 
 /// Paging of lists.
@@ -204,11 +213,11 @@ impl ListQuery {
     responses((status = 200, description = "Emails, oldest first", body = Vec<OutboxEmail>))
 )]
 pub async fn outbox(
-    state: web::Data<AppState>,
+    db: Db,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Vec<OutboxEmail>>, AppError> {
     let (after, limit) = query.bounds()?;
-    Ok(web::Json(state.db.list_outbox(after, limit).await?))
+    Ok(web::Json(ask(&db, ListOutbox { after, limit }).await?))
 }
 
 /// A job as the API shows it.
@@ -250,7 +259,7 @@ pub async fn get_job(
     responses((status = 200, description = "Jobs", body = Vec<Job>))
 )]
 pub async fn list_jobs(
-    state: web::Data<AppState>,
+    db: Db,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Vec<Value>>, AppError> {
     let (after, limit) = query.bounds()?;
@@ -260,7 +269,15 @@ pub async fn list_jobs(
             "state must be queued, running, succeeded or dead".into(),
         ));
     }
-    let jobs = state.db.list_jobs(wanted, after, limit).await?;
+    let jobs = ask(
+        &db,
+        ListJobs {
+            state: wanted.to_owned(),
+            after,
+            limit,
+        },
+    )
+    .await?;
     Ok(web::Json(jobs.iter().map(job_json).collect()))
 }
 
@@ -282,20 +299,19 @@ fn sse_event(event: &Value) -> Bytes {
 )]
 pub async fn job_events(
     state: web::Data<AppState>,
+    db: Db,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
     // Subscribe before reading, so no change between the read and the subscription is missed.
     let rx = state.job_events.subscribe();
-    let job = state
-        .db
-        .get_job(id)
+    let job = ask(&db, GetJob { id })
         .await?
         .ok_or_else(|| AppError::NotFound("Job not found".into()))?;
     let first = job_event(&job);
     let done = job.is_finished();
     let poll = state.config.jobs.events_poll;
-    let db = state.db.clone();
+    let db = db.into_inner();
     let rest = stream::unfold(
         (rx, first.clone(), done),
         move |(mut rx, mut last, done)| {
@@ -312,7 +328,7 @@ pub async fn job_events(
                             Err(RecvError::Lagged(_)) => None,
                             Err(RecvError::Closed) => return None,
                         },
-                        _ = actix_rt::time::sleep(poll) => match db.get_job(id).await {
+                        _ = actix_rt::time::sleep(poll) => match ask(&db, GetJob { id }).await {
                             Ok(Some(job)) => Some(job_event(&job)),
                             _ => None,
                         },
