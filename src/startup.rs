@@ -66,6 +66,7 @@ pub struct Application {
 pub struct ShutdownHandle {
     server: ServerHandle,
     realtime: Realtime,
+    job_events: JobEvents,
     timeout: Duration,
 }
 
@@ -76,6 +77,7 @@ impl ShutdownHandle {
         let ws = self.realtime.broker.send(CloseAll).await.unwrap_or(0);
         self.realtime.metrics.feed_mailbox.inc();
         let sse = self.realtime.feed.send(CloseFeeds).await.unwrap_or(0);
+        self.job_events.close();
         log::info!("shutdown: sent close to {ws} connections and {sse} feed streams");
         log::info!(
             "shutdown: stopped accepting; in-flight requests get up to {} s",
@@ -237,6 +239,7 @@ impl Application {
         ShutdownHandle {
             server: self.server.handle(),
             realtime: self.state.realtime.clone(),
+            job_events: self.state.job_events.clone(),
             timeout: self.state.config.shutdown_timeout,
         }
     }

@@ -206,7 +206,13 @@ async fn graceful_shutdown_hands_running_jobs_back_to_the_queue() {
     let app = spawn_app_with(&[("SMTP_URL", &sink.url()), ("SMTP_TIMEOUT_MS", "60000")]).await;
     let id = send_email(&app, "erin@example.com", "across a restart").await;
     wait_for_job(&app.address, id, "running").await;
+    let mut events = SseClient::connect(&app, &format!("/jobs/{id}/events"), None).await;
+    assert!(events.next_event().await.unwrap().data.contains("running"));
     app.shutdown.shutdown().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), events.next_event())
+        .await
+        .expect("the job's event stream ends on shutdown");
+    assert!(end.is_none(), "{end:?}");
 
     sink.set_mode(SinkMode::Accept);
     let data_dir = app.data_dir.path().display().to_string();

@@ -182,6 +182,12 @@ impl JobEvents {
         let _ = self.tx.send(Arc::new(event));
     }
 
+    /// Tells every subscriber that the server is shutting down: the event `{"closing": true}`,
+    /// after which `/jobs/{id}/events` streams end.
+    pub fn close(&self) {
+        let _ = self.tx.send(Arc::new(json!({"closing": true})));
+    }
+
     /// A receiver of every later announcement.
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.tx.subscribe()

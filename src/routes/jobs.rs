@@ -287,7 +287,7 @@ fn sse_event(event: &Value) -> Bytes {
 
 /// A job's progress as SSE: a `job` event with its current state at once, then one per
 /// change (state, attempt, progress) until it succeeds or is dead-lettered, when the stream
-/// ends. Changes made on other nodes are seen by re-reading the job every
+/// ends (it also ends when the server shuts down). Changes made on other nodes are seen by re-reading the job every
 /// `JOB_EVENTS_POLL_MS`.
 #[utoipa::path(
     get, path = "/jobs/{id}/events", tag = "jobs",
@@ -323,6 +323,7 @@ pub async fn job_events(
                 loop {
                     let next = tokio::select! {
                         received = rx.recv() => match received {
+                            Ok(event) if event["closing"] == true => return None,
                             Ok(event) if event["id"] == id => Some((*event).clone()),
                             Ok(_) => None,
                             Err(RecvError::Lagged(_)) => None,
