@@ -148,7 +148,8 @@ impl Application {
             .map(|n| n.get())
             .unwrap_or(1);
         let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
-        let cache = start_cache(&config, &metrics, &stores, &arbiter);
+        let cpu_slots = Arc::new(Semaphore::new(cores));
+        let cache = start_cache(&config, &metrics, &stores, &arbiter, cpu_slots.clone());
         let (jobs, job_events) = start_jobs(&config, &metrics, &db, &realtime, &arbiter)?;
         let aggregate_base = match &config.aggregate_url {
             Some(url) => url.clone(),
@@ -173,7 +174,7 @@ impl Application {
             cache,
             jobs,
             job_events,
-            cpu_slots: Arc::new(Semaphore::new(cores)),
+            cpu_slots,
             realtime,
         };
         let user_timeout = state.config.realtime.tcp_user_timeout;
@@ -355,6 +356,7 @@ fn start_cache(
     metrics: &Metrics,
     stores: &Stores,
     arbiter: &actix_rt::Arbiter,
+    cpu_slots: Arc<Semaphore>,
 ) -> actix::Addr<Cache> {
     let redis = stores.redis_cache.clone().or_else(|| stores.redis.clone());
     log::info!(
@@ -371,6 +373,7 @@ fn start_cache(
         rounds: config.cache.rounds,
         redis_prefix: format!("{}:cache:", config.app_name),
         redis_timeout: config.redis_command_timeout,
+        cpu_slots,
     };
     let cache_metrics = CacheMetrics::register(metrics.registry());
     Cache::start_in_arbiter(&arbiter.handle(), move |_| {

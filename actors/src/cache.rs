@@ -60,6 +60,9 @@ pub struct CacheConfig {
     pub redis_prefix: String,
     /// Deadline of one Redis command.
     pub redis_timeout: Duration,
+    /// Slots for CPU-heavy work, shared with the server's other such work (one per core):
+    /// a flood of distinct keys queues here instead of oversubscribing the machine.
+    pub cpu_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The cache metrics.

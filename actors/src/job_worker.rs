@@ -10,7 +10,7 @@
 //! `/jobs/{id}/events`) and on `/sse/updates`. On shutdown, [`ReleaseJobs`] hands the jobs
 //! still running back to the queue.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -213,7 +213,8 @@ pub struct JobWorker {
     runner: Runner,
     metrics: JobMetrics,
     events: JobEvents,
-    running: HashSet<i64>,
+    /// Jobs running here, with the handle that cancels each.
+    running: HashMap<i64, SpawnHandle>,
     claiming: bool,
     stopping: bool,
     last_state_refresh: Option<Instant>,
@@ -236,7 +237,7 @@ impl JobWorker {
             runner,
             metrics,
             events,
-            running: HashSet::new(),
+            running: HashMap::new(),
             claiming: false,
             stopping: false,
             last_state_refresh: None,
@@ -253,33 +254,58 @@ impl JobWorker {
         let db = self.db.clone();
         let worker = self.worker_id.clone();
         let lease = self.config.lease;
+        let metrics = self.metrics.clone();
         ctx.spawn(
-            async move { db.claim_jobs(&worker, free, lease).await }
-                .into_actor(self)
-                .map(move |claimed, act, ctx| {
-                    act.claiming = false;
-                    let jobs = match claimed {
-                        Ok(jobs) => jobs,
-                        Err(e) => {
-                            log::debug!("jobs: cannot claim: {e}");
-                            return;
+            async move {
+                match db.bury_expired_jobs().await {
+                    Ok(0) | Err(_) => {}
+                    Ok(n) => {
+                        metrics.dead_letters.inc_by(n as u64);
+                        log::error!("jobs: {n} jobs dead-lettered: their worker stopped during the last attempt");
+                    }
+                }
+                db.claim_jobs(&worker, free, lease).await
+            }
+            .into_actor(self)
+            .map(move |claimed, act, ctx| {
+                act.claiming = false;
+                let jobs = match claimed {
+                    Ok(jobs) => jobs,
+                    Err(e) => {
+                        log::debug!("jobs: cannot claim: {e}");
+                        return;
+                    }
+                };
+                if act.stopping {
+                    // Claimed while shutting down: hand them straight back.
+                    let db = act.db.clone();
+                    let worker = act.worker_id.clone();
+                    ctx.spawn(
+                        async move {
+                            let _ = db.release_jobs(&worker).await;
                         }
-                    };
-                    let full = jobs.len() as i64 == free;
-                    for job in jobs {
+                        .into_actor(act),
+                    );
+                    return;
+                }
+                let full = jobs.len() as i64 == free;
+                for job in jobs {
+                    // This node's own lease ran out while the job was still running here
+                    // (a renewal was delayed) and the claim took it back: the running copy
+                    // carries on under the renewed lease.
+                    if !act.running.contains_key(&job.id) {
                         act.start(job, ctx);
                     }
-                    if full {
-                        act.fill(ctx);
-                    }
-                }),
+                }
+                if full {
+                    act.fill(ctx);
+                }
+            }),
         );
     }
 
     /// Runs one claimed job, renewing its lease, and records the outcome.
     fn start(&mut self, job: Job, ctx: &mut Context<Self>) {
-        self.running.insert(job.id);
-        self.metrics.running.set(self.running.len() as i64);
         self.events.announce(&job);
         log::info!(
             "jobs: running {} #{} (attempt {}/{})",
@@ -299,18 +325,32 @@ impl JobWorker {
             let context = JobContext::new(db.clone(), worker.clone(), job.id, events.clone());
             let run = runner.run(&job, &context);
             tokio::pin!(run);
-            let mut renew = tokio::time::interval(config.lease / 3);
-            renew.tick().await;
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut run => break Some(outcome),
-                    _ = renew.tick() => match db.renew_lease(job.id, &worker, config.lease).await {
-                        Ok(true) => {}
-                        Ok(false) => break None,
-                        Err(e) => log::warn!("jobs: cannot renew the lease of #{}: {e}", job.id),
-                    },
-                }
+            // The lease is renewed by a task of its own, so a slow renewal never pauses the
+            // job, and the job is never stalled behind the database.
+            let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<()>();
+            let renewer = {
+                let (db, worker, lease, id) = (db.clone(), worker.clone(), config.lease, job.id);
+                actix_rt::spawn(async move {
+                    let mut renew = tokio::time::interval(lease / 3);
+                    renew.tick().await;
+                    loop {
+                        renew.tick().await;
+                        match db.renew_lease(id, &worker, lease).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let _ = lost_tx.send(());
+                                return;
+                            }
+                            Err(e) => log::warn!("jobs: cannot renew the lease of #{id}: {e}"),
+                        }
+                    }
+                })
             };
+            let outcome = tokio::select! {
+                outcome = &mut run => Some(outcome),
+                _ = &mut lost => None,
+            };
+            renewer.abort();
             let Some(outcome) = outcome else {
                 log::warn!(
                     "jobs: #{} was taken over by another worker; dropping this attempt",
@@ -364,11 +404,13 @@ impl JobWorker {
                 ),
             }
         };
-        ctx.spawn(work.into_actor(self).map(move |(), act, ctx| {
+        let handle = ctx.spawn(work.into_actor(self).map(move |(), act, ctx| {
             act.running.remove(&id);
             act.metrics.running.set(act.running.len() as i64);
             act.fill(ctx);
         }));
+        self.running.insert(id, handle);
+        self.metrics.running.set(self.running.len() as i64);
     }
 
     fn refresh_states(&mut self, ctx: &mut Context<Self>) {
@@ -421,8 +463,13 @@ impl Handler<Wake> for JobWorker {
 impl Handler<ReleaseJobs> for JobWorker {
     type Result = ResponseFuture<usize>;
 
-    fn handle(&mut self, _: ReleaseJobs, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: ReleaseJobs, ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
+        // Stop the attempts first, so no job runs here after another node may have taken it.
+        for (_, handle) in self.running.drain() {
+            ctx.cancel_future(handle);
+        }
+        self.metrics.running.set(0);
         let db = self.db.clone();
         let worker = self.worker_id.clone();
         Box::pin(async move {

@@ -73,11 +73,13 @@ impl JobContext {
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    timeout: Duration,
 }
 
 impl Smtp {
     /// A transport for `url` (`smtp://host:port`, `smtps://…`, with optional credentials),
-    /// sending as `from`, each delivery bounded by `timeout`.
+    /// sending as `from`, each delivery bounded by `timeout` — connecting, the TLS handshake
+    /// and the whole SMTP conversation (the transport's own timeout covers only the connect).
     pub fn new(url: &str, from: &str, timeout: Duration) -> Result<Self, String> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("SMTP_URL is not usable: {e}"))?
@@ -86,7 +88,11 @@ impl Smtp {
         let from = from
             .parse()
             .map_err(|e| format!("SMTP_FROM is not an address: {e}"))?;
-        Ok(Self { transport, from })
+        Ok(Self {
+            transport,
+            from,
+            timeout,
+        })
     }
 }
 
@@ -209,10 +215,14 @@ impl Runner {
             .body(p.message.clone())
             .map_err(|e| format!("cannot build the email: {e}"))?;
         ctx.progress(50, "connecting to the SMTP server").await;
-        let response = smtp
-            .transport
-            .send(email)
+        let response = tokio::time::timeout(smtp.timeout, smtp.transport.send(email))
             .await
+            .map_err(|_| {
+                format!(
+                    "SMTP delivery did not finish within {} ms",
+                    smtp.timeout.as_millis()
+                )
+            })?
             .map_err(|e| format!("SMTP delivery failed: {e}"))?;
         Ok(json!({
             "delivered_to": "smtp",

@@ -290,12 +290,15 @@ pub struct OrderCreate {
     product: String,
     /// How many, 1–1,000,000.
     quantity: i32,
-    /// Total in cents, not negative.
+    /// Total in cents, 0 to 10^12.
     amount_cents: i64,
 }
 
 /// Most items one order line may hold.
 pub const MAX_ORDER_QUANTITY: i32 = 1_000_000;
+/// Largest order total in cents (ten billion): sums over many orders stay far from
+/// overflowing a 64-bit integer.
+pub const MAX_AMOUNT_CENTS: i64 = 1_000_000_000_000;
 
 /// Places an order.
 #[utoipa::path(
@@ -313,10 +316,10 @@ pub async fn create_order(db: Db, body: web::Json<OrderCreate>) -> Result<HttpRe
             "quantity must be between 1 and {MAX_ORDER_QUANTITY}"
         )));
     }
-    if o.amount_cents < 0 {
-        return Err(AppError::Unprocessable(
-            "amount_cents must not be negative".into(),
-        ));
+    if !(0..=MAX_AMOUNT_CENTS).contains(&o.amount_cents) {
+        return Err(AppError::Unprocessable(format!(
+            "amount_cents must be between 0 and {MAX_AMOUNT_CENTS}"
+        )));
     }
     let order = NewOrder {
         user_id: positive_id("user_id", o.user_id)?,

@@ -52,13 +52,19 @@ fn uploads_dir(state: &AppState) -> PathBuf {
     state.config.data_dir.join(UPLOADS_DIR)
 }
 
+/// Bidirectional-text controls, which can make `evil\u{202E}fdp.exe` read as `evilexe.pdf`.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The client's file name made safe to show: its last path component, without control
-/// characters or quotes, at most 255 characters; `upload` when nothing is left.
+/// characters, bidirectional-text controls or quotes, at most 255 characters; `upload` when
+/// nothing is left.
 pub fn sanitise_filename(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let clean: String = base
         .chars()
-        .filter(|c| !c.is_control() && *c != '"')
+        .filter(|c| !c.is_control() && !is_bidi_control(*c) && *c != '"')
         .take(MAX_FILENAME_CHARS)
         .collect();
     let clean = clean.trim().trim_start_matches('.').to_owned();
@@ -247,6 +253,7 @@ mod tests {
         assert_eq!(sanitise_filename("C:\\Users\\me\\cv.pdf"), "cv.pdf");
         assert_eq!(sanitise_filename("a\u{7}b\"c\n.txt"), "abc.txt");
         assert_eq!(sanitise_filename(".bashrc"), "bashrc");
+        assert_eq!(sanitise_filename("evil\u{202E}fdp.exe"), "evilfdp.exe");
         assert_eq!(sanitise_filename(".."), "upload");
         assert_eq!(sanitise_filename(""), "upload");
         assert_eq!(

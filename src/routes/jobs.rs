@@ -51,7 +51,8 @@ pub struct Accepted {
 
 /// Queues an email (JSON body, or the seed's `?email=&message=`). It is delivered through
 /// SMTP when `SMTP_URL` is set, otherwise written to the outbox (`GET /outbox`); failed
-/// deliveries are retried with backoff and dead-lettered after `JOB_MAX_ATTEMPTS`.
+/// deliveries are retried with backoff and dead-lettered after `JOB_MAX_ATTEMPTS`. Where
+/// anonymous publishing is off (production), a token is required.
 #[utoipa::path(
     post, path = "/send-email", tag = "jobs", request_body = EmailRequest, params(EmailRequest),
     responses(
@@ -61,10 +62,17 @@ pub struct Accepted {
     )
 )]
 pub async fn send_email(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     db: Db,
     body: Either<web::Json<EmailRequest>, web::Query<EmailRequest>>,
 ) -> Result<HttpResponse, AppError> {
+    // Where anonymous publishing is off (production), so is anonymous mail: otherwise
+    // the server would relay mail to any address for anyone.
+    if !state.config.realtime.anonymous_publish {
+        crate::auth::user_from_request(&state.config.jwt_secret, &req)?
+            .ok_or(crate::auth::AuthError::Missing)?;
+    }
     let req = match body {
         Either::Left(json) => json.into_inner(),
         Either::Right(query) => query.into_inner(),
@@ -78,9 +86,9 @@ pub async fn send_email(
         )));
     }
     let chars = req.message.chars().count();
-    if req.message.trim().is_empty() || chars > MAX_MESSAGE_CHARS {
+    if req.message.trim().is_empty() || chars > MAX_MESSAGE_CHARS || req.message.contains('\0') {
         return Err(AppError::Unprocessable(format!(
-            "message must be 1 to {MAX_MESSAGE_CHARS} characters"
+            "message must be 1 to {MAX_MESSAGE_CHARS} characters, without NUL"
         )));
     }
     let job = NewJob::new(
@@ -312,36 +320,52 @@ pub async fn job_events(
     let done = job.is_finished();
     let poll = state.config.jobs.events_poll;
     let db = db.into_inner();
+    // One poll timer for the stream's life: events of other jobs must not keep resetting it.
+    let mut ticks = actix_rt::time::interval(poll);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let rest = stream::unfold(
-        (rx, first.clone(), done),
-        move |(mut rx, mut last, done)| {
+        (rx, ticks, first.clone(), done),
+        move |(mut rx, mut ticks, mut last, done)| {
             let db = db.clone();
             async move {
                 if done {
                     return None;
                 }
                 loop {
-                    let next = tokio::select! {
+                    let reread = tokio::select! {
                         received = rx.recv() => match received {
                             Ok(event) if event["closing"] == true => return None,
-                            Ok(event) if event["id"] == id => Some((*event).clone()),
-                            Ok(_) => None,
-                            Err(RecvError::Lagged(_)) => None,
+                            Ok(event) if event["id"] == id => {
+                                let event = (*event).clone();
+                                if event != last {
+                                    let finished =
+                                        event["state"] == "succeeded" || event["state"] == "dead";
+                                    last = event.clone();
+                                    return Some((
+                                        Ok::<_, AppError>(sse_event(&event)),
+                                        (rx, ticks, last, finished),
+                                    ));
+                                }
+                                false
+                            }
+                            Ok(_) => false,
+                            // Missed announcements: read the job instead.
+                            Err(RecvError::Lagged(_)) => true,
                             Err(RecvError::Closed) => return None,
                         },
-                        _ = actix_rt::time::sleep(poll) => match ask(&db, GetJob { id }).await {
-                            Ok(Some(job)) => Some(job_event(&job)),
-                            _ => None,
-                        },
+                        _ = ticks.tick() => true,
                     };
-                    if let Some(event) = next {
+                    if !reread {
+                        continue;
+                    }
+                    if let Ok(Some(job)) = ask(&db, GetJob { id }).await {
+                        let event = job_event(&job);
                         if event != last {
-                            let finished =
-                                event["state"] == "succeeded" || event["state"] == "dead";
+                            let finished = job.is_finished();
                             last = event.clone();
                             return Some((
                                 Ok::<_, AppError>(sse_event(&event)),
-                                (rx, last, finished),
+                                (rx, ticks, last, finished),
                             ));
                         }
                     }

@@ -272,6 +272,33 @@ impl Database {
         })
     }
 
+    /// Dead-letters jobs whose worker stopped during their last attempt (the lease ran out
+    /// with no attempts left), so a job that keeps killing its worker is not retried
+    /// forever. Returns how many.
+    pub async fn bury_expired_jobs(&self) -> Result<usize, DbError> {
+        let t = now();
+        on_conn!(self, "bury_expired_jobs", |conn| async {
+            diesel::update(
+                jobs::table
+                    .filter(jobs::state.eq("running"))
+                    .filter(jobs::lease_until.lt(t))
+                    .filter(jobs::attempts.ge(jobs::max_attempts)),
+            )
+            .set((
+                jobs::state.eq("dead"),
+                jobs::last_error.eq(Some(
+                    "the worker running the last attempt stopped before it finished".to_owned(),
+                )),
+                jobs::lease_until.eq(None::<NaiveDateTime>),
+                jobs::updated_at.eq(t),
+                jobs::finished_at.eq(Some(t)),
+            ))
+            .execute(conn)
+            .await
+            .map_err(|e| self.err(e))
+        })
+    }
+
     /// Claims up to `limit` runnable jobs for `worker`, leased for `lease`.
     pub async fn claim_jobs(
         &self,

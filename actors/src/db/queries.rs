@@ -334,38 +334,37 @@ impl Database {
     }
 
     /// Adds a comment: [`DbError::NotFound`] when the post does not exist,
-    /// [`DbError::Invalid`] when the author does not.
+    /// [`DbError::Invalid`] when the author does not. One `INSERT`, checked by the foreign
+    /// keys (a read-then-write transaction would fail at once on SQLite when another write
+    /// lands between the two).
     pub async fn create_comment(&self, comment: NewComment) -> Result<Comment, DbError> {
         let (post_id, author_id) = (comment.post_id, comment.author_id);
-        on_conn!(self, "create_comment", |conn| async {
-            let result = conn
-                .transaction::<_, DieselError, _>(|tx| {
-                    async move {
-                        let exists: i64 = posts::table
-                            .filter(posts::id.eq(post_id))
-                            .count()
-                            .get_result(tx)
-                            .await?;
-                        if exists == 0 {
-                            return Err(DieselError::NotFound);
-                        }
-                        diesel::insert_into(comments::table)
-                            .values(&comment)
-                            .returning(Comment::as_returning())
-                            .get_result(tx)
-                            .await
-                    }
-                    .scope_boxed()
-                })
-                .await;
-            result.map_err(|e| match e {
-                DieselError::NotFound => DbError::NotFound("Post not found".into()),
-                e if fk_violation(&e) => {
+        let result = on_conn!(self, "create_comment", |conn| async {
+            Ok(diesel::insert_into(comments::table)
+                .values(&comment)
+                .returning(Comment::as_returning())
+                .get_result(conn)
+                .await)
+        })?;
+        match result {
+            Ok(comment) => Ok(comment),
+            Err(e) if fk_violation(&e) => {
+                let post_exists = on_conn!(self, "create_comment_check", |conn| async {
+                    posts::table
+                        .filter(posts::id.eq(post_id))
+                        .count()
+                        .get_result::<i64>(conn)
+                        .await
+                        .map_err(|e| self.err(e))
+                })? > 0;
+                Err(if post_exists {
                     DbError::Invalid(format!("author_id {author_id} does not exist"))
-                }
-                e => self.err(e),
-            })
-        })
+                } else {
+                    DbError::NotFound("Post not found".into())
+                })
+            }
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// A post with its comments and author, fetched at once on three connections.
