@@ -140,6 +140,7 @@ impl Application {
         let stores = build_stores(&config).await?;
         let db = build_database(&config, &metrics, &stores);
         prepare_schema(&db).await;
+        spawn_upload_sweeper(config.data_dir.join(UPLOADS_DIR), config.files.ttl);
         let upstream_url = match &config.upstream_url {
             Some(url) => url.clone(),
             None => own_url(addr, "/demo/data")?,
@@ -348,6 +349,51 @@ fn start_jobs(
 
 /// Where uploads are stored, inside `APP_DATA_DIR`.
 pub const UPLOADS_DIR: &str = "uploads";
+
+/// How often each node sweeps its uploads directory for files past their time.
+pub const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The sweep spares files this much past `UPLOAD_TTL_SECS`, leaving them to their cleanup job.
+pub const UPLOAD_SWEEP_GRACE: Duration = Duration::from_secs(60);
+
+/// Removes, every `UPLOAD_SWEEP_INTERVAL`, uploads older than `ttl` plus
+/// `UPLOAD_SWEEP_GRACE`. The cleanup job normally removes each upload on time; this node-local
+/// sweep is the safety net for a cleanup job that ran on another node (which cannot see this
+/// node's disk) or an upload whose job was never written.
+fn spawn_upload_sweeper(dir: std::path::PathBuf, ttl: Duration) {
+    actix_rt::spawn(async move {
+        let mut ticks = actix_rt::time::interval(UPLOAD_SWEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let dir = dir.clone();
+            let removed = web::block(move || sweep_uploads(&dir, ttl + UPLOAD_SWEEP_GRACE)).await;
+            if let Ok(n) = removed {
+                if n > 0 {
+                    log::info!("uploads: swept {n} files past their time");
+                }
+            }
+        }
+    });
+}
+
+/// Removes files in `dir` last modified more than `age` ago; returns how many.
+fn sweep_uploads(dir: &std::path::Path, age: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.metadata()
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
 
 /// Starts the cache on the realtime arbiter: on Redis (`REDIS_URL_CACHE`, else `REDIS_URL`)
 /// when configured, in process otherwise.
@@ -602,5 +648,29 @@ async fn shutdown_stores(stores: Stores) {
     } = stores;
     if redis.is_some() || redis_cache.is_some() || redis_session.is_some() {
         log::info!("shutdown: Redis pools closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_only_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        let new = dir.path().join("new");
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"y").unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert_eq!(sweep_uploads(dir.path(), Duration::from_secs(120)), 1);
+        assert!(!old.exists());
+        assert!(new.exists());
     }
 }
