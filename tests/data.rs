@@ -810,17 +810,9 @@ async fn postgres_that_goes_away_and_comes_back_is_used_again_without_a_restart(
     let Some(url) = common::fresh_postgres_database().await else {
         return;
     };
-    let real = url::Url::parse(&url).unwrap();
-    let target = format!(
-        "{}:{}",
-        real.host_str().unwrap(),
-        real.port().unwrap_or(5432)
-    );
-    let mut proxy = Proxy::start(&target).await;
-    let mut through = real.clone();
-    through.set_port(Some(proxy.port)).unwrap();
+    let (mut proxy, through) = Proxy::in_front_of(&url, 5432).await;
     let app = common::spawn_app_with(&[
-        ("DATABASE_URL", through.as_str()),
+        ("DATABASE_URL", &through),
         ("DB_CONNECT_TIMEOUT_MS", "1000"),
     ])
     .await;
@@ -865,17 +857,9 @@ async fn a_database_down_at_start_up_is_migrated_and_used_once_it_is_up() {
     let Some(url) = common::fresh_postgres_database().await else {
         return;
     };
-    let real = url::Url::parse(&url).unwrap();
-    let target = format!(
-        "{}:{}",
-        real.host_str().unwrap(),
-        real.port().unwrap_or(5432)
-    );
-    let mut proxy = Proxy::start(&target).await;
+    let (mut proxy, through) = Proxy::in_front_of(&url, 5432).await;
     proxy.stop();
-    let mut through = real.clone();
-    through.set_port(Some(proxy.port)).unwrap();
-    let app = common::spawn_app_with(&[("DATABASE_URL", through.as_str())]).await;
+    let app = common::spawn_app_with(&[("DATABASE_URL", &through)]).await;
     let (status, _, body) = app.get_json("/users/1").await;
     assert_eq!(status, 503, "{body}");
     assert_error(&body, "service_unavailable", "schema is not ready");

@@ -104,21 +104,9 @@ async fn the_redis_cache_is_shared_and_its_outage_only_costs_computation() {
     else {
         return;
     };
-    let real = url::Url::parse(&redis_url).unwrap();
-    let mut proxy = Proxy::start(&format!(
-        "{}:{}",
-        real.host_str().unwrap(),
-        real.port().unwrap_or(6379)
-    ))
-    .await;
-    let mut through = real.clone();
-    through.set_port(Some(proxy.port)).unwrap();
+    let (mut proxy, through) = Proxy::in_front_of(&redis_url, 6379).await;
     let app_name = format!("cachetest{}", std::process::id());
-    let app = spawn_app_with(&[
-        ("REDIS_URL_CACHE", through.as_str()),
-        ("APP_NAME", &app_name),
-    ])
-    .await;
+    let app = spawn_app_with(&[("REDIS_URL_CACHE", &through), ("APP_NAME", &app_name)]).await;
     let (cached, first) = expensive(&app, "shared").await;
     assert!(!cached);
     let ttl = redis_ttl(&redis_url, &format!("{app_name}:cache:shared")).await;
@@ -128,11 +116,7 @@ async fn the_redis_cache_is_shared_and_its_outage_only_costs_computation() {
     assert_eq!(again, first);
 
     // A second node on the same Redis gets the value without computing it.
-    let other = spawn_app_with(&[
-        ("REDIS_URL_CACHE", through.as_str()),
-        ("APP_NAME", &app_name),
-    ])
-    .await;
+    let other = spawn_app_with(&[("REDIS_URL_CACHE", &through), ("APP_NAME", &app_name)]).await;
     let (cached, from_other) = expensive(&other, "shared").await;
     assert!(cached);
     assert_eq!(from_other, first);

@@ -93,14 +93,25 @@ pub struct PageQuery {
     after: Option<i64>,
 }
 
+/// A page's `limit`: 1–`MAX_PAGE_SIZE`, `DEFAULT_PAGE_SIZE` when absent.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, AppError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(AppError::Unprocessable(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// Whether `email` is a valid address of at most `MAX_EMAIL_CHARS` characters.
+pub fn is_email(email: &str) -> bool {
+    email.chars().count() <= MAX_EMAIL_CHARS && email_address::EmailAddress::is_valid(email)
+}
+
 impl PageQuery {
     fn bounds(&self) -> Result<(i64, i64), AppError> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(AppError::Unprocessable(format!(
-                "limit must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
+        let limit = page_limit(self.limit)?;
         let after = self.after.unwrap_or(0);
         if after < 0 {
             return Err(AppError::Unprocessable("after must not be negative".into()));
@@ -123,10 +134,7 @@ impl UserCreate {
     fn validate(self) -> Result<NewUser, AppError> {
         let name = text("name", self.name, MAX_TEXT_CHARS)?;
         let email = self.email;
-        if email.chars().count() > MAX_EMAIL_CHARS
-            || email.trim() != email
-            || !email_address::EmailAddress::is_valid(&email)
-        {
+        if email.trim() != email || !is_email(&email) {
             return Err(AppError::Unprocessable(format!(
                 "email {email:?} is not a valid address"
             )));

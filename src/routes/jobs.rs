@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{AppError, ErrorBody};
-use crate::routes::data::{ask, Db, MAX_EMAIL_CHARS, MAX_PAGE_SIZE};
+use crate::routes::data::{ask, is_email, page_limit, Db};
 use crate::state::AppState;
 
 /// Longest email message accepted (characters).
@@ -77,9 +77,7 @@ pub async fn send_email(
         Either::Left(json) => json.into_inner(),
         Either::Right(query) => query.into_inner(),
     };
-    if req.email.chars().count() > MAX_EMAIL_CHARS
-        || !email_address::EmailAddress::is_valid(&req.email)
-    {
+    if !is_email(&req.email) {
         return Err(AppError::Unprocessable(format!(
             "email {:?} is not a valid address",
             req.email
@@ -205,12 +203,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     fn bounds(&self) -> Result<(i64, i64), AppError> {
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-            return Err(AppError::Unprocessable(format!(
-                "limit must be between 1 and {MAX_PAGE_SIZE}"
-            )));
-        }
+        let limit = page_limit(self.limit)?;
         Ok((self.after.unwrap_or(0).max(0), limit))
     }
 }

@@ -23,13 +23,15 @@ const CSV_HEADER: [&str; 3] = ["ID", "Name", "Email"];
 
 /// Writes rows as RFC 4180 CSV (CRLF line ends; fields with commas, quotes or line breaks
 /// quoted, quotes doubled).
-fn csv_chunk<'a>(rows: impl Iterator<Item = [&'a str; 3]>) -> Result<Bytes, AppError> {
+/// Each row is anything serde writes as one record: an array of fields or a tuple.
+fn csv_chunk<R: serde::Serialize>(rows: impl Iterator<Item = R>) -> Result<Bytes, AppError> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
+        .has_headers(false)
         .from_writer(Vec::with_capacity(64 * 1024));
     for row in rows {
         writer
-            .write_record(row)
+            .serialize(row)
             .map_err(|e| AppError::Internal(format!("csv: {e}")))?;
     }
     writer
@@ -39,12 +41,7 @@ fn csv_chunk<'a>(rows: impl Iterator<Item = [&'a str; 3]>) -> Result<Bytes, AppE
 }
 
 fn page_chunk(rows: &[(i64, String, String)]) -> Result<Bytes, AppError> {
-    let ids: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
-    csv_chunk(
-        rows.iter()
-            .zip(&ids)
-            .map(|((_, name, email), id)| [id.as_str(), name.as_str(), email.as_str()]),
-    )
+    csv_chunk(rows.iter())
 }
 
 /// Streams every user as CSV (`ID,Name,Email`), fetched `EXPORT_PAGE_SIZE` rows at a time

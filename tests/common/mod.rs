@@ -622,6 +622,23 @@ impl Proxy {
         self.tasks.borrow_mut().push(accept);
     }
 
+    /// A proxy in front of the service at `url` (its port, or `default_port`), and `url`
+    /// with the proxy's port: what the server under test should connect to.
+    pub async fn in_front_of(url: &str, default_port: u16) -> (Self, String) {
+        let real = url::Url::parse(url).expect("valid URL");
+        let target = format!(
+            "{}:{}",
+            real.host_str().expect("a host"),
+            real.port().unwrap_or(default_port)
+        );
+        let proxy = Self::start(&target).await;
+        let mut through = real;
+        through
+            .set_port(Some(proxy.port))
+            .expect("a port can be set");
+        (proxy, through.to_string())
+    }
+
     /// Closes the listener and every proxied connection.
     pub fn stop(&self) {
         for task in self.tasks.borrow_mut().drain(..) {

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use super::models::{now, TIMESTAMP_FORMAT};
 use super::schema::{actions, activity_log, analytics, analytics_applied, jobs, outbox};
-use super::{on_conn, Database, DbError, PoolRef};
+use super::{on_conn, Backend, Database, DbError};
 
 fn timestamp<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&t.format(TIMESTAMP_FORMAT))
@@ -306,45 +306,22 @@ impl Database {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<Job>, DbError> {
-        let started = std::time::Instant::now();
         let t = now();
         let until = later(lease);
-        let result = async {
-            self.check_schema()?;
-            match self.pools() {
-                PoolRef::Postgres(pool) => {
-                    let mut conn = self.checkout(pool).await?;
-                    self.deadline(async {
-                        diesel::sql_query(CLAIM_POSTGRES)
-                            .bind::<Timestamp, _>(until)
-                            .bind::<Text, _>(worker)
-                            .bind::<Timestamp, _>(t)
-                            .bind::<BigInt, _>(limit)
-                            .load::<Job>(&mut *conn)
-                            .await
-                            .map_err(|e| self.err(e))
-                    })
-                    .await
-                }
-                PoolRef::Sqlite(pool) => {
-                    let mut conn = self.checkout(pool).await?;
-                    self.deadline(async {
-                        diesel::sql_query(CLAIM_SQLITE)
-                            .bind::<Timestamp, _>(until)
-                            .bind::<Text, _>(worker)
-                            .bind::<Timestamp, _>(t)
-                            .bind::<BigInt, _>(limit)
-                            .load::<Job>(&mut *conn)
-                            .await
-                            .map_err(|e| self.err(e))
-                    })
-                    .await
-                }
-            }
-        }
-        .await;
-        self.record("claim_jobs", started, &result);
-        result
+        let sql = match self.backend() {
+            Backend::Postgres => CLAIM_POSTGRES,
+            Backend::Sqlite => CLAIM_SQLITE,
+        };
+        on_conn!(self, "claim_jobs", |conn| async {
+            diesel::sql_query(sql)
+                .bind::<Timestamp, _>(until)
+                .bind::<Text, _>(worker)
+                .bind::<Timestamp, _>(t)
+                .bind::<BigInt, _>(limit)
+                .load::<Job>(conn)
+                .await
+                .map_err(|e| self.err(e))
+        })
     }
 
     /// Extends the lease of a job `worker` holds; false when it no longer holds it.

@@ -299,11 +299,15 @@ where
     }))
 }
 
-/// Checks out a connection from `$pool` of `$db`, binds it to `$conn` and evaluates
-/// `$body` (a future yielding `Result<T, DbError>`) under the statement deadline, recording
-/// latency under `$op`. Expands the body once per backend.
+/// Checks out a connection from `$db`'s pool, binds it to `$conn` and evaluates `$body` (a
+/// future yielding `Result<T, DbError>`) under the statement deadline, recording latency
+/// under `$op`. Expands the body once per backend, or takes one body per backend.
 macro_rules! on_conn {
-    ($db:expr, $op:expr, |$conn:ident| $body:expr) => {{
+    ($db:expr, $op:expr, |$conn:ident| $body:expr) => {
+        on_conn!($db, $op, postgres: |$conn| $body, sqlite: |$conn| $body)
+    };
+    // A body per backend, for the few statements that must differ.
+    ($db:expr, $op:expr, postgres: |$pc:ident| $pbody:expr, sqlite: |$sc:ident| $sbody:expr) => {{
         let db: &$crate::db::Database = &$db;
         let started = ::std::time::Instant::now();
         let result = async {
@@ -311,13 +315,13 @@ macro_rules! on_conn {
             match db.pools() {
                 $crate::db::PoolRef::Postgres(pool) => {
                     let mut guard = db.checkout(pool).await?;
-                    let $conn = &mut *guard;
-                    db.deadline($body).await
+                    let $pc = &mut *guard;
+                    db.deadline($pbody).await
                 }
                 $crate::db::PoolRef::Sqlite(pool) => {
                     let mut guard = db.checkout(pool).await?;
-                    let $conn = &mut *guard;
-                    db.deadline($body).await
+                    let $sc = &mut *guard;
+                    db.deadline($sbody).await
                 }
             }
         }

@@ -185,10 +185,12 @@ impl DataRow {
     /// The row as the API shows it. A value that is not valid JSON (written outside
     /// courier) is shown as a JSON string.
     pub fn into_item(self) -> DataItem {
-        let value = RawValue::from_string(self.value.clone()).unwrap_or_else(|_| {
-            RawValue::from_string(serde_json::Value::String(self.value).to_string())
-                .expect("a JSON string is valid JSON")
-        });
+        let text = if serde_json::from_str::<&RawValue>(&self.value).is_ok() {
+            self.value
+        } else {
+            serde_json::Value::String(self.value).to_string()
+        };
+        let value = RawValue::from_string(text).expect("checked or encoded as JSON");
         DataItem {
             id: self.id,
             name: self.name,

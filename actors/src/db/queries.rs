@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::documents::{self, DocumentStore};
 use super::models::*;
 use super::schema::{comments, data, documents as documents_table, orders, posts, users};
-use super::{on_conn, Database, DbError, PoolRef};
+use super::{on_conn, Database, DbError};
 
 /// Newest users and orders shown on the dashboard.
 pub const DASHBOARD_ROWS: i64 = 10;
@@ -136,66 +136,55 @@ impl Database {
     /// `INSERT`; SQLite (which has no multi-row `INSERT … RETURNING` in diesel) one
     /// prepared `INSERT` per row inside the transaction, which costs no round trips there.
     pub async fn create_users(&self, batch: Vec<NewUser>) -> Result<Vec<User>, DbError> {
-        let started = std::time::Instant::now();
-        let result = async {
-            self.check_schema()?;
-            let result = match self.pools() {
-                PoolRef::Postgres(pool) => {
-                    let mut conn = self.checkout(pool).await?;
-                    self.deadline(async {
-                        Ok(conn
-                            .transaction::<_, DieselError, _>(|tx| {
-                                async move {
-                                    diesel::insert_into(users::table)
-                                        .values(&batch)
-                                        .returning(User::as_returning())
-                                        .get_results(tx)
-                                        .await
-                                }
-                                .scope_boxed()
-                            })
-                            .await)
-                    })
-                    .await?
-                }
-                PoolRef::Sqlite(pool) => {
-                    let mut conn = self.checkout(pool).await?;
-                    self.deadline(async {
-                        Ok(conn
-                            .transaction::<_, DieselError, _>(|tx| {
-                                async move {
-                                    let mut created = Vec::with_capacity(batch.len());
-                                    for user in &batch {
-                                        created.push(
-                                            diesel::insert_into(users::table)
-                                                .values(user)
-                                                .returning(User::as_returning())
-                                                .get_result(tx)
-                                                .await?,
-                                        );
-                                    }
-                                    Ok(created)
-                                }
-                                .scope_boxed()
-                            })
-                            .await)
-                    })
-                    .await?
-                }
-            };
-            result.map_err(|e| match e {
-                DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                    let detail = info.details().map(|d| format!(" ({d})")).unwrap_or_default();
-                    DbError::Conflict(format!(
-                        "a user with one of these emails already exists{detail}; no user was created"
-                    ))
-                }
-                e => self.err(e),
-            })
-        }
-        .await;
-        self.record("create_users", started, &result);
-        result
+        let conflict = |e: DieselError| match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                let detail = info
+                    .details()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                DbError::Conflict(format!(
+                    "a user with one of these emails already exists{detail}; no user was created"
+                ))
+            }
+            e => self.err(e),
+        };
+        let batch = &batch;
+        on_conn!(self, "create_users",
+            postgres: |conn| async {
+                conn.transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        diesel::insert_into(users::table)
+                            .values(batch)
+                            .returning(User::as_returning())
+                            .get_results(tx)
+                            .await
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(conflict)
+            },
+            sqlite: |conn| async {
+                conn.transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        let mut created = Vec::with_capacity(batch.len());
+                        for user in batch {
+                            created.push(
+                                diesel::insert_into(users::table)
+                                    .values(user)
+                                    .returning(User::as_returning())
+                                    .get_result(tx)
+                                    .await?,
+                            );
+                        }
+                        Ok(created)
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(conflict)
+            }
+        )
     }
 
     /// The user with `id`, through the query builder.
