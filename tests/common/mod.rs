@@ -554,20 +554,30 @@ pub enum DirectConn {
 
 impl DirectConn {
     pub async fn open(data: &DataApp) -> Self {
-        use diesel_async::AsyncConnection;
-        match data.backend {
+        Self::connect(data.backend, &data.db_url).await
+    }
+
+    /// A connection to `url` (a Postgres URL or a SQLite file). On SQLite it waits for the
+    /// server's writers (the job worker takes the write lock every poll) instead of
+    /// failing with "database is locked".
+    pub async fn connect(backend: Backend, url: &str) -> Self {
+        use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+        match backend {
             Backend::Postgres => Self::Postgres(
-                diesel_async::AsyncPgConnection::establish(&data.db_url)
+                diesel_async::AsyncPgConnection::establish(url)
                     .await
                     .expect("connect"),
             ),
-            Backend::Sqlite => Self::Sqlite(
-                diesel_async::sync_connection_wrapper::SyncConnectionWrapper::establish(
-                    &data.db_url,
-                )
-                .await
-                .expect("open"),
-            ),
+            Backend::Sqlite => {
+                let mut conn =
+                    diesel_async::sync_connection_wrapper::SyncConnectionWrapper::establish(url)
+                        .await
+                        .expect("open");
+                conn.batch_execute("PRAGMA busy_timeout = 10000")
+                    .await
+                    .expect("busy timeout");
+                Self::Sqlite(conn)
+            }
         }
     }
 

@@ -163,10 +163,14 @@ pub struct ActionCount {
     pub updated_at: NaiveDateTime,
 }
 
+// A running job whose lease ran out is claimed again only while it has attempts left; one
+// with none left is dead-lettered by `bury_expired_jobs`, never run again (a lease can run
+// out between that statement and this one).
 const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
      lease_until = $1, worker = $2, updated_at = $3 \
      WHERE id IN (SELECT id FROM jobs \
-       WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3) \
+       WHERE (state = 'queued' AND run_at <= $3) \
+          OR (state = 'running' AND lease_until < $3 AND attempts < max_attempts) \
        ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING *";
 
@@ -175,7 +179,8 @@ const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = atte
 const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
      lease_until = ?1, worker = ?2, updated_at = ?3 \
      WHERE id IN (SELECT id FROM jobs \
-       WHERE (state = 'queued' AND run_at <= ?3) OR (state = 'running' AND lease_until < ?3) \
+       WHERE (state = 'queued' AND run_at <= ?3) \
+          OR (state = 'running' AND lease_until < ?3 AND attempts < max_attempts) \
        ORDER BY run_at, id LIMIT ?4) \
      RETURNING *";
 
