@@ -119,8 +119,10 @@ impl log::Log for QueueLogger {
 }
 
 fn writer_thread(rx: Receiver<LogMsg>) {
-    let stderr = io::stderr();
-    let mut out = BufWriter::with_capacity(64 * 1024, stderr.lock());
+    // `Stderr` takes its lock per write, and the buffer writes a batch at a time: holding
+    // the lock for the thread's life would block every other writer to stderr for good
+    // (a panic message, a library's `eprintln!`) and hang the thread that writes it.
+    let mut out = BufWriter::with_capacity(64 * 1024, io::stderr());
     loop {
         // Drain what is queued, write it in one go, then sleep: senders never have to wake
         // this thread, so logging costs a request no system call.
@@ -455,4 +457,29 @@ where
         }
     }
     ServiceResponse::new(req, fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_writers_to_stderr_are_not_blocked_by_the_log_writer() {
+        init_logging("info");
+        log::info!("a line through the writer thread");
+        flush_logs();
+        // Written straight to the process's stderr (not the test harness's capture), as a
+        // panic message or a library's own output would be.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = io::stderr()
+                .lock()
+                .write_all(b"a line written beside the logger\n");
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a direct write to stderr completes while the logger runs");
+        log::info!("and the logger still writes afterwards");
+        flush_logs();
+    }
 }
