@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddr
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
@@ -60,13 +60,15 @@ pub struct Application {
 }
 
 /// Stops the application the way a signal does: realtime connections are closed (WebSocket
-/// 1001, SSE streams ended), then the HTTP server stops accepting and lets in-flight
-/// requests finish within `SHUTDOWN_TIMEOUT_SECS`.
+/// 1001, SSE streams ended), the job worker cancels its running attempts and hands them
+/// back to the queue, then the HTTP server stops accepting and lets in-flight requests
+/// finish within `SHUTDOWN_TIMEOUT_SECS`.
 #[derive(Clone)]
 pub struct ShutdownHandle {
     server: ServerHandle,
     realtime: Realtime,
     job_events: JobEvents,
+    jobs: Addr<JobWorker>,
     timeout: Duration,
 }
 
@@ -79,6 +81,12 @@ impl ShutdownHandle {
         let sse = self.realtime.feed.send(CloseFeeds).await.unwrap_or(0);
         self.job_events.close();
         log::info!("shutdown: sent close to {ws} connections and {sse} feed streams");
+        // Before the HTTP workers stop: the jobs go back to the queue (for another node, or
+        // this one after a restart) while every part of the server is still running.
+        match self.jobs.send(ReleaseJobs).await {
+            Ok(n) => log::info!("shutdown: {n} running jobs handed back to the queue"),
+            Err(e) => log::warn!("shutdown: the job worker did not answer: {e}"),
+        }
         log::info!(
             "shutdown: stopped accepting; in-flight requests get up to {} s",
             self.timeout.as_secs()
@@ -242,6 +250,7 @@ impl Application {
             server: self.server.handle(),
             realtime: self.state.realtime.clone(),
             job_events: self.state.job_events.clone(),
+            jobs: self.state.jobs.clone(),
             timeout: self.state.config.shutdown_timeout,
         }
     }
@@ -279,10 +288,6 @@ impl Application {
         let result = server.await;
         on_signal.abort();
         log::info!("shutdown: HTTP server stopped; in-flight requests are finished");
-        match state.jobs.send(ReleaseJobs).await {
-            Ok(n) => log::info!("shutdown: {n} running jobs handed back to the queue"),
-            Err(e) => log::warn!("shutdown: the job worker did not answer: {e}"),
-        }
         arbiter.stop();
         log::info!("shutdown: actors stopped");
         shutdown_stores(state.stores).await;

@@ -534,7 +534,7 @@ async fn documents_are_stored_in_a_mongo_wire_server() {
     };
     // A database of its own, so reruns start empty.
     let mut uri = url::Url::parse(&uri).unwrap();
-    uri.set_path(&format!("/courier_docs_{}", std::process::id()));
+    uri.set_path(&format!("/courier_docs_{:08x}", rand::random::<u32>()));
     let app = common::spawn_app_with(&[("MONGODB_URI", uri.as_str())]).await;
     let (_, _, ready) = app.get_json("/readyz").await;
     assert_eq!(ready["checks"]["mongodb"]["status"], "ok", "{ready}");
@@ -883,4 +883,39 @@ async fn a_database_down_at_start_up_is_migrated_and_used_once_it_is_up() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// A pooled SQLite connection opened on one runtime (an HTTP worker's, say) keeps working
+/// from another after that runtime has stopped: a worker restart or a shutdown in progress
+/// (the job worker handing its jobs back) must not leave failing connections in the pool.
+#[actix_rt::test]
+async fn a_pooled_sqlite_connection_outlives_the_runtime_that_opened_it() {
+    use courier_actors::db::{Database, DbMetrics, DbSettings, DocumentStore};
+    let dir = tempfile::tempdir().unwrap();
+    // One connection, so the second query must reuse the first one's.
+    let config = common::test_config(
+        &dir,
+        &[("DB_POOL_MAX_SIZE", "1"), ("DB_POOL_MIN_IDLE", "1")],
+    );
+    let settings = DbSettings {
+        pool: config.db_pool.clone(),
+        statement_timeout: config.db_statement_timeout,
+    };
+    let path = dir.path().to_owned();
+    let db = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let metrics = DbMetrics::register(&prometheus::Registry::new());
+            let db = Database::sqlite(&path, settings, metrics, DocumentStore::Relational);
+            db.migrate().await.expect("migrations");
+            db.ping().await.expect("the first query");
+            db
+        })
+    })
+    .join()
+    .unwrap();
+    // That runtime has stopped; its connection is still the pool's only one.
+    db.ping()
+        .await
+        .expect("the connection answers from this runtime");
+    assert_eq!(db.get_job(1).await.unwrap().map(|j| j.id), None);
 }

@@ -30,9 +30,10 @@ use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryFutureExt};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 use crate::stores::PoolSettings;
@@ -47,8 +48,36 @@ pub const STATEMENT_TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 /// The embedded database file's name inside `APP_DATA_DIR`.
 pub const SQLITE_FILE: &str = "courier.sqlite3";
 
-/// A pooled SQLite connection: diesel's synchronous connection run on the blocking pool.
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// A pooled SQLite connection: diesel's synchronous connection run on the blocking pool
+/// of the runtime that uses it (see [`CallerRuntime`]).
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, CallerRuntime>;
+
+/// Runs a SQLite connection's blocking calls on the blocking pool of the runtime that
+/// makes them. diesel-async's default keeps the runtime the connection was opened on, and
+/// a pooled connection is opened on whichever thread first needed it (an HTTP worker,
+/// say); once that runtime stops (a worker restarted, or shutdown while the job worker
+/// still hands its jobs back), every later call on the connection would fail with
+/// "task was cancelled", and the connection would stay in the pool failing.
+pub struct CallerRuntime;
+
+impl SpawnBlocking for CallerRuntime {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> BoxFuture<'a, Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>>
+    where
+        R: Send + 'static,
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle.spawn_blocking(task).map_err(Box::from).boxed(),
+            Err(e) => futures_util::future::ready(Err(Box::from(e))).boxed(),
+        }
+    }
+
+    fn get_runtime() -> Self {
+        CallerRuntime
+    }
+}
 /// The Postgres pool.
 pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 /// The SQLite pool.
