@@ -164,7 +164,8 @@ async fn download_names_that_could_escape_are_refused() {
 
 #[actix_rt::test]
 async fn a_job_removes_the_upload_after_its_time() {
-    let app = spawn_app_with(&[("UPLOAD_TTL_SECS", "1")]).await;
+    // Long enough that the download right after the upload comes before the cleanup.
+    let app = spawn_app_with(&[("UPLOAD_TTL_SECS", "3")]).await;
     let (status, up) = upload(&app, "temp.txt", b"short-lived").await;
     assert_eq!(status, 201, "{up}");
     let id = up["id"].as_str().unwrap();
