@@ -403,6 +403,10 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
+    db.job_progress(ids[1], "gone", 50, "halfway")
+        .await
+        .unwrap()
+        .expect("held by gone");
     // Their worker died: the leases run out.
     common::DirectConn::connect(backend, &url)
         .await
@@ -413,11 +417,14 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
         .claim_jobs("next", 10, Duration::from_secs(60))
         .await
         .unwrap();
-    let again: Vec<(i64, i32)> = again.iter().map(|j| (j.id, j.attempts)).collect();
+    let again: Vec<(i64, i32, i32, Option<String>)> = again
+        .into_iter()
+        .map(|j| (j.id, j.attempts, j.progress, j.progress_note))
+        .collect();
     assert_eq!(
         again,
-        vec![(ids[1], 2)],
-        "only the job with an attempt left"
+        vec![(ids[1], 2, 0, None)],
+        "only the job with an attempt left, its new attempt without the old one's progress"
     );
 
     assert_eq!(db.bury_expired_jobs().await.unwrap(), 1);

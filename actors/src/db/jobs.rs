@@ -167,7 +167,7 @@ pub struct ActionCount {
 // with none left is dead-lettered by `bury_expired_jobs`, never run again (a lease can run
 // out between that statement and this one).
 const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
-     lease_until = $1, worker = $2, updated_at = $3 \
+     progress = 0, progress_note = NULL, lease_until = $1, worker = $2, updated_at = $3 \
      WHERE id IN (SELECT id FROM jobs \
        WHERE (state = 'queued' AND run_at <= $3) \
           OR (state = 'running' AND lease_until < $3 AND attempts < max_attempts) \
@@ -177,7 +177,7 @@ const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = atte
 // SQLite runs one writer at a time, so the subquery and the update cannot interleave with
 // another claim.
 const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
-     lease_until = ?1, worker = ?2, updated_at = ?3 \
+     progress = 0, progress_note = NULL, lease_until = ?1, worker = ?2, updated_at = ?3 \
      WHERE id IN (SELECT id FROM jobs \
        WHERE (state = 'queued' AND run_at <= ?3) \
           OR (state = 'running' AND lease_until < ?3 AND attempts < max_attempts) \
@@ -427,7 +427,7 @@ impl Database {
     }
 
     /// Returns the jobs `worker` holds to the queue (graceful shutdown); the attempt they
-    /// were in does not count.
+    /// were in does not count, and its progress is cleared.
     pub async fn release_jobs(&self, worker: &str) -> Result<usize, DbError> {
         let t = now();
         on_conn!(self, "release_jobs", |conn| async {
@@ -439,6 +439,8 @@ impl Database {
             .set((
                 jobs::state.eq("queued"),
                 jobs::attempts.eq(jobs::attempts - 1),
+                jobs::progress.eq(0),
+                jobs::progress_note.eq(None::<String>),
                 jobs::lease_until.eq(None::<NaiveDateTime>),
                 jobs::run_at.eq(t),
                 jobs::updated_at.eq(t),
