@@ -326,6 +326,9 @@ pub async fn job_events(
                 }
                 loop {
                     let reread = tokio::select! {
+                        // Announcements first: once the server says it is closing, a
+                        // timer that is also due does not keep the stream going.
+                        biased;
                         received = rx.recv() => match received {
                             Ok(event) if event["closing"] == true => return None,
                             Ok(event) if event["id"] == id => {
