@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -243,38 +242,6 @@ async fn graceful_shutdown_hands_running_jobs_back_to_the_queue() {
     assert_eq!(sink.received().len(), 1);
 }
 
-struct Binary {
-    child: Child,
-    port: u16,
-}
-
-fn start_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> Binary {
-    use std::io::{BufRead, BufReader};
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("APP_PORT", "0")
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("courier starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("server logs its address").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap();
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Binary { child, port }
-}
-
 #[actix_rt::test]
 async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
     let sink = SmtpSink::start(SinkMode::Hang);
@@ -286,7 +253,7 @@ async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
         ("JOB_POLL_INTERVAL_MS", "200".to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut first = start_binary(dir.path(), &env);
+    let mut first = common::start_server_process(dir.path(), &env);
     let base = format!("http://127.0.0.1:{}", first.port);
     let client = awc::Client::default();
     let mut res = client
@@ -303,7 +270,7 @@ async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
     first.child.wait().unwrap();
     sink.set_mode(SinkMode::Accept);
 
-    let mut second = start_binary(dir.path(), &env);
+    let mut second = common::start_server_process(dir.path(), &env);
     let base = format!("http://127.0.0.1:{}", second.port);
     let done = wait_for_job(&base, id, "succeeded").await;
     assert_eq!(

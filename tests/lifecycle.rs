@@ -1,15 +1,15 @@
 //! The binary as an operator runs it: start-up from a fresh directory, SIGTERM during an
 //! in-flight request, exit status and the shutdown log.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Longest a test waits for the server to print its listening line.
-const STARTUP_LIMIT: Duration = Duration::from_secs(30);
+mod common;
 
+/// The binary and the fresh directory it runs in.
 struct Server {
     child: Child,
     port: u16,
@@ -19,40 +19,11 @@ struct Server {
 
 fn start(env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
-    cmd.current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("APP_PORT", "0")
-        .env("LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("courier starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let port = loop {
-        let line = rx
-            .recv_timeout(STARTUP_LIMIT)
-            .expect("server logs its address");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap();
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
+    let process = common::start_server_process(dir.path(), env);
     Server {
-        child,
-        port,
-        log: rx,
+        child: process.child,
+        port: process.port,
+        log: process.log,
         _dir: dir,
     }
 }

@@ -242,16 +242,16 @@ fn job_json(job: &Job) -> Value {
         (status = 404, description = "Job not found", body = ErrorBody)
     )
 )]
-pub async fn get_job(
-    state: web::Data<AppState>,
-    id: web::Path<i64>,
-) -> Result<web::Json<Value>, AppError> {
-    state
-        .db
-        .get_job(id.into_inner())
-        .await?
-        .map(|j| web::Json(job_json(&j)))
-        .ok_or_else(|| AppError::NotFound("Job not found".into()))
+pub async fn get_job(db: Db, id: web::Path<i64>) -> Result<web::Json<Value>, AppError> {
+    ask(
+        &db,
+        GetJob {
+            id: id.into_inner(),
+        },
+    )
+    .await?
+    .map(|j| web::Json(job_json(&j)))
+    .ok_or_else(|| AppError::NotFound("Job not found".into()))
 }
 
 /// Jobs in one state, oldest first; by default the dead letters.

@@ -826,3 +826,57 @@ pub async fn wait_for_job(base: &str, id: i64, state: &str) -> serde_json::Value
         }
     }
 }
+
+/// Longest a test waits for a server process to print its listening line.
+pub const STARTUP_LIMIT: Duration = Duration::from_secs(30);
+
+/// The courier binary run as an operator runs it, from `dir`, with only `env` (plus `PATH`)
+/// and logging at `info`.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// Its log lines (stderr); the channel ends when the process closes stderr.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts the binary on a free port and waits for its listening line. Its stderr is read
+/// on a thread of its own, so the server never blocks on a full pipe.
+pub fn start_server_process(dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_PORT", "0")
+        .env("LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("courier starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = loop {
+        let line = rx
+            .recv_timeout(STARTUP_LIMIT)
+            .expect("server logs its address");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    ServerProcess {
+        child,
+        port,
+        log: rx,
+    }
+}

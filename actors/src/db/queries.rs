@@ -114,6 +114,16 @@ fn fk_violation(e: &DieselError) -> bool {
 }
 
 impl Database {
+    /// [`DbError::Invalid`] with `message` when `e` is a foreign-key violation (a row the
+    /// new one refers to does not exist); otherwise the usual mapping.
+    fn missing_reference(&self, e: DieselError, message: impl FnOnce() -> String) -> DbError {
+        if fk_violation(&e) {
+            DbError::Invalid(message())
+        } else {
+            self.err(e)
+        }
+    }
+
     /// Creates a user; an email in use gives [`DbError::Conflict`].
     pub async fn create_user(&self, user: NewUser) -> Result<User, DbError> {
         let email = user.email.clone();
@@ -295,11 +305,8 @@ impl Database {
                 .returning(Order::as_returning())
                 .get_result(conn)
                 .await
-                .map_err(|e| match e {
-                    e if fk_violation(&e) => {
-                        DbError::Invalid(format!("user_id {user_id} does not exist"))
-                    }
-                    e => self.err(e),
+                .map_err(|e| {
+                    self.missing_reference(e, || format!("user_id {user_id} does not exist"))
                 })
         })
     }
@@ -313,11 +320,8 @@ impl Database {
                 .returning(Post::as_returning())
                 .get_result(conn)
                 .await
-                .map_err(|e| match e {
-                    e if fk_violation(&e) => {
-                        DbError::Invalid(format!("author_id {author_id} does not exist"))
-                    }
-                    e => self.err(e),
+                .map_err(|e| {
+                    self.missing_reference(e, || format!("author_id {author_id} does not exist"))
                 })
         })
     }
