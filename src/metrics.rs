@@ -6,15 +6,11 @@
 
 use std::sync::Arc;
 
+use courier_actors::metrics::{self, LATENCY_BUCKETS};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+    TextEncoder,
 };
-
-/// Latency buckets in seconds: from sub-millisecond routes to the seed's 1 s waits.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// The application's metrics. Cheap to clone (an `Arc`).
 #[derive(Clone)]
@@ -37,87 +33,60 @@ impl Metrics {
     /// Creates the registry and the HTTP metrics.
     pub fn new(app_name: &str) -> Self {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "courier_http_requests_total",
-                "HTTP requests answered, by method, route pattern and status.",
-            ),
-            &["method", "route", "status"],
-        )
-        .expect("valid metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "courier_http_request_duration_seconds",
-                "Time from request head to response head, by route pattern.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
-        let in_flight = IntGauge::new(
-            "courier_http_requests_in_flight",
-            "HTTP requests being handled now.",
-        )
-        .expect("valid metric");
-        let log_lines_dropped = IntCounter::new(
-            "courier_log_lines_dropped_total",
-            "Log lines dropped because the log writer fell behind.",
-        )
-        .expect("valid metric");
-        let dependency_up = IntGaugeVec::new(
-            Opts::new(
-                "courier_dependency_up",
-                "1 when the last readiness check of a configured dependency passed.",
-            ),
-            &["dependency"],
-        )
-        .expect("valid metric");
-        let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "courier_upstream_request_duration_seconds",
-                "Outbound HTTP call latency by upstream (cancelled calls not included).",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["upstream"],
-        )
-        .expect("valid metric");
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "courier_upstream_errors_total",
-                "Failed outbound HTTP calls by upstream and kind (bad_gateway, gateway_timeout).",
-            ),
-            &["upstream", "kind"],
-        )
-        .expect("valid metric");
-        let info = IntGaugeVec::new(
-            Opts::new("courier_build_info", "Version and service name; always 1."),
+        let r = &registry;
+        let info = metrics::int_gauge_vec(
+            r,
+            "courier_build_info",
+            "Version and service name; always 1.",
             &["version", "app_name"],
-        )
-        .expect("valid metric");
+        );
         info.with_label_values(&[env!("CARGO_PKG_VERSION"), app_name])
             .set(1);
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(log_lines_dropped.clone()),
-            Box::new(dependency_up.clone()),
-            Box::new(upstream_latency.clone()),
-            Box::new(upstream_errors.clone()),
-            Box::new(info),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
         Self {
             inner: Arc::new(Inner {
+                requests: metrics::int_counter_vec(
+                    r,
+                    "courier_http_requests_total",
+                    "HTTP requests answered, by method, route pattern and status.",
+                    &["method", "route", "status"],
+                ),
+                latency: metrics::histogram_vec(
+                    r,
+                    "courier_http_request_duration_seconds",
+                    "Time from request head to response head, by route pattern.",
+                    LATENCY_BUCKETS,
+                    &["route"],
+                ),
+                in_flight: metrics::int_gauge(
+                    r,
+                    "courier_http_requests_in_flight",
+                    "HTTP requests being handled now.",
+                ),
+                log_lines_dropped: metrics::int_counter(
+                    r,
+                    "courier_log_lines_dropped_total",
+                    "Log lines dropped because the log writer fell behind.",
+                ),
+                dependency_up: metrics::int_gauge_vec(
+                    r,
+                    "courier_dependency_up",
+                    "1 when the last readiness check of a configured dependency passed.",
+                    &["dependency"],
+                ),
+                upstream_latency: metrics::histogram_vec(
+                    r,
+                    "courier_upstream_request_duration_seconds",
+                    "Outbound HTTP call latency by upstream (cancelled calls not included).",
+                    LATENCY_BUCKETS,
+                    &["upstream"],
+                ),
+                upstream_errors: metrics::int_counter_vec(
+                    r,
+                    "courier_upstream_errors_total",
+                    "Failed outbound HTTP calls by upstream and kind (bad_gateway, gateway_timeout).",
+                    &["upstream", "kind"],
+                ),
                 registry,
-                requests,
-                latency,
-                in_flight,
-                log_lines_dropped,
-                dependency_up,
-                upstream_latency,
-                upstream_errors,
             }),
         }
     }

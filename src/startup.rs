@@ -16,16 +16,17 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use courier_actors::cache::{Cache, CacheConfig, CacheMetrics};
+use courier_actors::client_queue::QueueLimits;
 use courier_actors::db::documents::DocumentStore;
 use courier_actors::db::{Database, DbMetrics, DbSettings};
 use courier_actors::db_executor::DbExecutor;
-use courier_actors::job_worker::{JobEvents, JobMetrics, JobWorker, ReleaseJobs};
-use courier_actors::jobs::{Runner, Smtp};
+use courier_actors::job_worker::{JobEvents, JobMetrics, JobWorker, ReleaseJobs, Runner, Smtp};
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::redis_bus::RedisBus;
-use courier_actors::room_broker::{BrokerConfig, BrokerHandle, CloseAll, RoomBroker};
+use courier_actors::room_broker::{BrokerConfig, CloseAll, RoomBroker};
 use courier_actors::sse_feed::{CloseFeeds, FeedConfig, SseFeed};
 use courier_actors::stores::{self, with_timeout};
+use courier_actors::upload_store::UploadStore;
 use courier_actors::ws_session::SessionConfig;
 use tokio::sync::Semaphore;
 use url::Url;
@@ -77,7 +78,6 @@ impl ShutdownHandle {
     pub async fn shutdown(&self) {
         log::info!("shutdown: closing realtime connections");
         let ws = self.realtime.broker.send(CloseAll).await.unwrap_or(0);
-        self.realtime.metrics.feed_mailbox.inc();
         let sse = self.realtime.feed.send(CloseFeeds).await.unwrap_or(0);
         self.job_events.close();
         log::info!("shutdown: sent close to {ws} connections and {sse} feed streams");
@@ -148,7 +148,6 @@ impl Application {
         let stores = build_stores(&config).await?;
         let db = build_database(&config, &metrics, &stores);
         prepare_schema(&db).await;
-        spawn_upload_sweeper(config.data_dir.join(UPLOADS_DIR), config.files.ttl);
         let upstream_url = match &config.upstream_url {
             Some(url) => url.clone(),
             None => own_url(addr, "/demo/data")?,
@@ -159,7 +158,11 @@ impl Application {
         let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
         let cpu_slots = Arc::new(Semaphore::new(cores));
         let cache = start_cache(&config, &metrics, &stores, &arbiter, cpu_slots.clone());
-        let (jobs, job_events) = start_jobs(&config, &metrics, &db, &realtime, &arbiter)?;
+        let uploads = {
+            let store = UploadStore::new(&config.data_dir, config.files.ttl);
+            UploadStore::start_in_arbiter(&arbiter.handle(), move |_| store)
+        };
+        let (jobs, job_events) = start_jobs(&config, &metrics, &db, &realtime, &uploads, &arbiter)?;
         let aggregate_base = match &config.aggregate_url {
             Some(url) => url.clone(),
             None => own_url(addr, "/demo")?,
@@ -176,13 +179,14 @@ impl Application {
             config: Arc::new(config),
             metrics: metrics.clone(),
             stores,
-            db: db.clone(),
+            database: db.clone(),
             upstream_url: Arc::new(upstream_url),
             aggregate_base: Arc::new(aggregate_base),
             price_sources: Arc::new(price_sources),
             cache,
             jobs,
             job_events,
+            uploads,
             cpu_slots,
             realtime,
         };
@@ -315,6 +319,7 @@ fn start_jobs(
     metrics: &Metrics,
     db: &Database,
     realtime: &Realtime,
+    uploads: &Addr<UploadStore>,
     arbiter: &actix_rt::Arbiter,
 ) -> anyhow::Result<(actix::Addr<JobWorker>, JobEvents)> {
     let smtp = match &config.jobs.smtp_url {
@@ -335,7 +340,7 @@ fn start_jobs(
         }
     };
     let events = JobEvents::new(Some(realtime.feed.clone()));
-    let runner = Runner::new(db.clone(), smtp, config.data_dir.join(UPLOADS_DIR));
+    let runner = Runner::new(db.clone(), smtp, uploads.clone());
     let job_metrics = JobMetrics::register(metrics.registry());
     let worker_id = format!("{}-jobs", realtime.node_id);
     let (db, job_config, worker_events) = (db.clone(), config.jobs.worker.clone(), events.clone());
@@ -350,54 +355,6 @@ fn start_jobs(
         )
     });
     Ok((addr, events))
-}
-
-/// Where uploads are stored, inside `APP_DATA_DIR`.
-pub const UPLOADS_DIR: &str = "uploads";
-
-/// How often each node sweeps its uploads directory for files past their time.
-pub const UPLOAD_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The sweep spares files this much past `UPLOAD_TTL_SECS`, leaving them to their cleanup job.
-pub const UPLOAD_SWEEP_GRACE: Duration = Duration::from_secs(60);
-
-/// Removes, every `UPLOAD_SWEEP_INTERVAL`, uploads older than `ttl` plus
-/// `UPLOAD_SWEEP_GRACE`. The cleanup job normally removes each upload on time; this node-local
-/// sweep is the safety net for a cleanup job that ran on another node (which cannot see this
-/// node's disk) or an upload whose job was never written.
-fn spawn_upload_sweeper(dir: std::path::PathBuf, ttl: Duration) {
-    actix_rt::spawn(async move {
-        let mut ticks = actix_rt::time::interval(UPLOAD_SWEEP_INTERVAL);
-        loop {
-            ticks.tick().await;
-            let dir = dir.clone();
-            let removed = web::block(move || sweep_uploads(&dir, ttl + UPLOAD_SWEEP_GRACE)).await;
-            if let Ok(n) = removed {
-                if n > 0 {
-                    log::info!("uploads: swept {n} files past their time");
-                }
-            }
-        }
-    });
-}
-
-/// Removes files in `dir` last modified more than `age` ago; returns how many.
-fn sweep_uploads(dir: &std::path::Path, age: Duration) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.metadata()
-                .ok()
-                .filter(std::fs::Metadata::is_file)
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|elapsed| elapsed > age)
-        })
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
 }
 
 /// Starts the cache on the realtime arbiter: on Redis (`REDIS_URL_CACHE`, else `REDIS_URL`)
@@ -448,9 +405,7 @@ fn start_realtime(
         coalesce: rt.updates_coalesce,
     };
     let feed_metrics = realtime_metrics.clone();
-    let feed = SseFeed::start_in_arbiter(&arbiter.handle(), move |_| {
-        SseFeed::new(feed_config, feed_metrics)
-    });
+    let feed = SseFeed::new(feed_config, feed_metrics).start(&arbiter.handle());
     let bus = match (&config.redis_url, &stores.redis) {
         (Some(url), Some(pool)) => Some(
             RedisBus::new(
@@ -478,7 +433,7 @@ fn start_realtime(
         Some(feed.clone()),
         bus,
     );
-    let broker = BrokerHandle::start(broker, &arbiter.handle());
+    let broker = broker.start(&arbiter.handle());
     let session = Arc::new(SessionConfig {
         heartbeat: rt.heartbeat,
         client_timeout: rt.client_timeout,
@@ -498,7 +453,17 @@ fn start_realtime(
         }
     );
     Ok((
-        Realtime::new(broker, feed, realtime_metrics, session, node),
+        Realtime::new(
+            broker,
+            feed,
+            realtime_metrics,
+            session,
+            QueueLimits {
+                messages: rt.outbound_messages,
+                bytes: rt.outbound_bytes,
+            },
+            node,
+        ),
         arbiter,
     ))
 }
@@ -653,29 +618,5 @@ async fn shutdown_stores(stores: Stores) {
     } = stores;
     if redis.is_some() || redis_cache.is_some() || redis_session.is_some() {
         log::info!("shutdown: Redis pools closed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sweep_removes_only_old_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("old");
-        let new = dir.path().join("new");
-        std::fs::write(&old, b"x").unwrap();
-        std::fs::write(&new, b"y").unwrap();
-        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(&old)
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
-        assert_eq!(sweep_uploads(dir.path(), Duration::from_secs(120)), 1);
-        assert!(!old.exists());
-        assert!(new.exists());
     }
 }

@@ -1,16 +1,24 @@
 //! What every handler can reach: the configuration, metrics and the handles of the
 //! application's stores and actors. Built once in [`crate::startup`] and shared through
-//! actix app data; nothing in it is mutable shared state.
+//! actix app data.
+//!
+//! State that changes lives in the actors; what is shared here besides their handles is
+//! limited to three things that are safe to share by design: the connection-number counter
+//! (an atomic), the CPU slots (a semaphore) and the metrics registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
+use courier_actors::cache::Cache;
+use courier_actors::client_queue::QueueLimits;
 use courier_actors::db::Database;
+use courier_actors::job_worker::{JobEvents, JobWorker};
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::room_broker::BrokerHandle;
-use courier_actors::sse_feed::SseFeed;
+use courier_actors::sse_feed::FeedHandle;
 use courier_actors::stores::redis::RedisPool;
+use courier_actors::upload_store::UploadStore;
 use courier_actors::ws_session::SessionConfig;
 use tokio::sync::Semaphore;
 use url::Url;
@@ -27,9 +35,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The external stores that are configured.
     pub stores: Stores,
-    /// The relational and document stores (queried through each worker's `DbExecutor`;
-    /// held here for readiness checks and pool metrics).
-    pub db: Database,
+    /// The relational and document stores. Handlers query them through their worker's
+    /// `DbExecutor`; this handle is for readiness checks and pool metrics.
+    pub database: Database,
     /// The API behind `/io-intensive` and `/external-api`.
     pub upstream_url: Arc<Url>,
     /// The API `/aggregate/user/{id}` calls.
@@ -37,11 +45,13 @@ pub struct AppState {
     /// The URL templates (`{product_id}`) `/fastest-price` races.
     pub price_sources: Arc<Vec<String>>,
     /// The cache behind `/expensive-data`.
-    pub cache: Addr<courier_actors::cache::Cache>,
+    pub cache: Addr<Cache>,
     /// The background job worker.
-    pub jobs: Addr<courier_actors::job_worker::JobWorker>,
+    pub jobs: Addr<JobWorker>,
     /// Job state changes, for `/jobs/{id}/events`.
-    pub job_events: courier_actors::job_worker::JobEvents,
+    pub job_events: JobEvents,
+    /// The uploads directory's owner.
+    pub uploads: Addr<UploadStore>,
     /// Bounds CPU-heavy work to one task per core, so it queues instead of oversubscribing
     /// the machine.
     pub cpu_slots: Arc<Semaphore>,
@@ -55,11 +65,13 @@ pub struct Realtime {
     /// The room broadcaster.
     pub broker: BrokerHandle,
     /// The server-wide SSE topics.
-    pub feed: Addr<SseFeed>,
+    pub feed: FeedHandle,
     /// The realtime metrics.
     pub metrics: RealtimeMetrics,
     /// Limits every WebSocket session gets.
     pub session: Arc<SessionConfig>,
+    /// The bounds of every client's queue (WebSocket and SSE).
+    pub queue_limits: QueueLimits,
     /// This node's id: the prefix of connection ids, unique across nodes.
     pub node_id: Arc<str>,
     next_id: Arc<AtomicU64>,
@@ -69,9 +81,10 @@ impl Realtime {
     /// Bundles the realtime handles.
     pub fn new(
         broker: BrokerHandle,
-        feed: Addr<SseFeed>,
+        feed: FeedHandle,
         metrics: RealtimeMetrics,
         session: Arc<SessionConfig>,
+        queue_limits: QueueLimits,
         node_id: Arc<str>,
     ) -> Self {
         Self {
@@ -79,6 +92,7 @@ impl Realtime {
             feed,
             metrics,
             session,
+            queue_limits,
             node_id,
             next_id: Arc::new(AtomicU64::new(1)),
         }

@@ -333,7 +333,7 @@ async fn an_smtp_server_that_goes_silent_times_out_and_the_job_is_dead_lettered(
 /// worker died is never run again, even when its lease runs out after the sweep that
 /// dead-letters such jobs and before the claim; the next sweep dead-letters it.
 async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
-    use courier_actors::db::jobs::NewJob;
+    use courier_actors::db::job_queue::{JobState, NewJob};
     use courier_actors::db::{Database, DbMetrics, DbSettings, DocumentStore};
     let dir = tempfile::tempdir().unwrap();
     let config = common::test_config(&dir, &[]);
@@ -400,7 +400,7 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
 
     assert_eq!(db.bury_expired_jobs().await.unwrap(), 1);
     let dead = db.get_job(ids[0]).await.unwrap().unwrap();
-    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.state, JobState::Dead);
     assert_eq!(dead.attempts, 1, "never run a second time");
 }
 

@@ -1,6 +1,6 @@
 //! `Cache`: the TTL cache in front of expensive computations, with single-flight.
 //!
-//! One `Cache` actor runs per node. A [`Lookup`] is answered from the store when the key
+//! One `Cache` actor runs per node. A [`GetOrCompute`] is answered from the store when the key
 //! is there; otherwise the computation runs once — on the blocking pool, since it is
 //! CPU-bound — however many requests ask for the key meanwhile: later askers wait for the
 //! same result instead of starting their own (single-flight). The store is Redis
@@ -14,22 +14,23 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bb8_redis::redis;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, Registry};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use crate::metrics;
 use crate::stores::redis::RedisPool;
 
 /// Look a key up, computing and storing its value on a miss.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Lookup, CacheError>")]
-pub struct Get {
+pub struct GetOrCompute {
     /// The key (already validated by the caller).
     pub key: String,
 }
 
-/// The answer to [`Get`].
+/// The answer to [`GetOrCompute`].
 #[derive(Debug, Clone)]
 pub struct Lookup {
     /// The value.
@@ -79,40 +80,27 @@ pub struct CacheMetrics {
 impl CacheMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &Registry) -> Self {
-        let lookups = IntCounterVec::new(
-            Opts::new(
-                "courier_cache_lookups_total",
-                "Cache lookups by outcome (hit, miss, coalesced).",
-            ),
+        let lookups = metrics::int_counter_vec(
+            registry,
+            "courier_cache_lookups_total",
+            "Cache lookups by outcome (hit, miss, coalesced).",
             &["outcome"],
-        )
-        .expect("valid metric");
-        let computations = IntCounter::new(
-            "courier_cache_computations_total",
-            "Values computed because the cache did not have them.",
-        )
-        .expect("valid metric");
-        let errors = IntCounter::new(
-            "courier_cache_errors_total",
-            "Cache store failures (the value was computed and served anyway).",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(lookups.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(computations.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(errors.clone()))
-            .expect("unique metric");
+        );
         for outcome in ["hit", "miss", "coalesced"] {
             lookups.with_label_values(&[outcome]);
         }
         Self {
             lookups,
-            computations,
-            errors,
+            computations: metrics::int_counter(
+                registry,
+                "courier_cache_computations_total",
+                "Values computed because the cache did not have them.",
+            ),
+            errors: metrics::int_counter(
+                registry,
+                "courier_cache_errors_total",
+                "Cache store failures (the value was computed and served anyway).",
+            ),
         }
     }
 }
@@ -225,10 +213,10 @@ async fn redis_call<T: redis::FromRedisValue>(
     }
 }
 
-impl Handler<Get> for Cache {
+impl Handler<GetOrCompute> for Cache {
     type Result = ResponseFuture<Result<Lookup, CacheError>>;
 
-    fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: GetOrCompute, ctx: &mut Self::Context) -> Self::Result {
         let key = msg.key;
         if self.redis.is_none() {
             if let Some(data) = self.local_get(&key) {

@@ -10,7 +10,8 @@
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use serde_json::{Map, Value};
 
-use crate::db::jobs::{ActionCount, Job, NewJob, OutboxEmail};
+use crate::db::actions::{ActionCount, OutboxEmail};
+use crate::db::job_queue::{Job, JobState, NewJob};
 use crate::db::models::{
     Comment, Dashboard, DataItem, NewComment, NewData, NewOrder, NewPost, NewUser, Order, Page,
     Post, PostWithRelations, User,
@@ -207,8 +208,8 @@ pub struct GetJob {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<Job>, DbError>")]
 pub struct ListJobs {
-    /// `queued`, `running`, `succeeded` or `dead`.
-    pub state: String,
+    /// The state.
+    pub state: JobState,
     /// Only ids above this.
     pub after: i64,
     /// At most this many.
@@ -264,6 +265,6 @@ handle!(EnqueueJobs, |db, m| db.enqueue(m.jobs));
 handle!(CreateAction, |db, m| db
     .create_action(m.user_id, &m.action, m.jobs_for));
 handle!(GetJob, |db, m| db.get_job(m.id));
-handle!(ListJobs, |db, m| db.list_jobs(&m.state, m.after, m.limit));
+handle!(ListJobs, |db, m| db.list_jobs(m.state, m.after, m.limit));
 handle!(ListOutbox, |db, m| db.list_outbox(m.after, m.limit));
 handle!(ListAnalytics, |db, _m| db.list_analytics());

@@ -1,6 +1,14 @@
-//! The realtime metrics the actors keep, registered on the application's registry.
+//! Metrics: the one way every part of courier creates and registers its Prometheus
+//! metrics (the functions below), and the realtime metrics the actors keep.
+//!
+//! Each application has its own registry (so several servers in one process, as in the
+//! test suite, keep separate counts); every metric is registered on it at start-up.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::core::Collector;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// Gauges and counters of the realtime core.
 #[derive(Clone)]
@@ -29,73 +37,122 @@ pub struct RealtimeMetrics {
     pub bus_connected: IntGauge,
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+/// Latency buckets in seconds, from sub-millisecond routes and queries to 10 s waits.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Creates and registers an integer gauge.
+pub fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help))
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
+/// Creates and registers an integer counter.
+pub fn int_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help))
+}
+
+/// Creates and registers an integer gauge with labels.
+pub fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+/// Creates and registers an integer counter with labels.
+pub fn int_counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// Creates and registers a histogram with `buckets` (upper bounds, in seconds).
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())),
+    )
+}
+
+/// Creates and registers a histogram with labels and `buckets`.
+pub fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    register(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        ),
+    )
+}
+
+/// Registers a metric made by one of the functions above. Names and labels are constants
+/// of this crate and of `courier`, so a failure is a programming error.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, made: prometheus::Result<M>) -> M {
+    let metric = made.expect("valid metric name and labels");
     registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
 }
 
 impl RealtimeMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &Registry) -> Self {
         Self {
-            ws_connections: gauge(
+            ws_connections: int_gauge(
                 registry,
                 "courier_ws_connections",
                 "Open WebSocket connections.",
             ),
-            sse_connections: gauge(registry, "courier_sse_connections", "Open SSE streams."),
-            rooms: gauge(
+            sse_connections: int_gauge(registry, "courier_sse_connections", "Open SSE streams."),
+            rooms: int_gauge(
                 registry,
                 "courier_rooms",
                 "Rooms held by this node's broker.",
             ),
-            members: gauge(
+            members: int_gauge(
                 registry,
                 "courier_room_members",
                 "Room memberships on this node.",
             ),
-            published: counter(
+            published: int_counter(
                 registry,
                 "courier_messages_published_total",
                 "Room messages published.",
             ),
-            delivered: counter(
+            delivered: int_counter(
                 registry,
                 "courier_messages_delivered_total",
                 "Room messages queued to recipients (one per recipient).",
             ),
-            slow_clients_dropped: counter(
+            slow_clients_dropped: int_counter(
                 registry,
                 "courier_slow_clients_dropped_total",
                 "Clients disconnected because their outbound queue was full.",
             ),
-            broker_mailbox: gauge(
+            broker_mailbox: int_gauge(
                 registry,
                 "courier_broker_mailbox_depth",
                 "Messages waiting in the RoomBroker's mailbox.",
             ),
-            feed_mailbox: gauge(
+            feed_mailbox: int_gauge(
                 registry,
                 "courier_sse_feed_mailbox_depth",
                 "Messages waiting in the SseFeed's mailbox.",
             ),
-            bad_frames: counter(
+            bad_frames: int_counter(
                 registry,
                 "courier_ws_bad_frames_total",
                 "Client frames refused with an error frame.",
             ),
-            bus_connected: gauge(
+            bus_connected: int_gauge(
                 registry,
                 "courier_bus_connected",
                 "1 while the cross-node Redis bus is connected (0 when down or not configured).",

@@ -20,14 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::Message;
 use bb8_redis::redis::{self, AsyncCommands};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::mailbox::CountedRecipient;
 use crate::protocol::MemberView;
-use crate::room_broker::{BusState, Remote, RoomBroker};
 use crate::stores::redis::RedisPool;
 
 /// Shortest wait before resubscribing after the bus connection drops.
@@ -100,6 +100,31 @@ pub enum BusEvent {
         /// The node it left from.
         node: String,
     },
+}
+
+/// An event or presence change that arrived on the bus (or a publish Redis numbered),
+/// for the broker to apply.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FromBus {
+    /// What arrived.
+    pub event: BusEvent,
+}
+
+/// The bus subscription connected or dropped; on reconnect the broker catches up from
+/// the history.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct BusStatus {
+    /// Whether the subscription is live.
+    pub connected: bool,
+}
+
+/// Where the bus delivers what it receives.
+#[derive(Clone)]
+struct Deliveries {
+    events: CountedRecipient<FromBus>,
+    status: CountedRecipient<BusStatus>,
 }
 
 /// What travels on a room channel.
@@ -247,10 +272,12 @@ impl RedisBus {
             .map_err(|_| format!("redis did not answer within {:?}", self.inner.timeout))?
     }
 
-    /// Starts the subscription and the liveness refresh; events go to `broker`.
-    pub fn start(&self, broker: Addr<RoomBroker>) {
+    /// Starts the subscription and the liveness refresh: what arrives goes to `events`,
+    /// and `status` is told when the subscription connects or drops.
+    pub fn start(&self, events: CountedRecipient<FromBus>, status: CountedRecipient<BusStatus>) {
         let bus = self.clone();
-        actix_rt::spawn(async move { bus.subscribe_forever(broker).await });
+        let to = Deliveries { events, status };
+        actix_rt::spawn(async move { bus.subscribe_forever(to).await });
         let bus = self.clone();
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(NODE_REFRESH_INTERVAL);
@@ -287,7 +314,7 @@ impl RedisBus {
         }
     }
 
-    async fn subscribe_forever(&self, broker: Addr<RoomBroker>) {
+    async fn subscribe_forever(&self, to: Deliveries) {
         let pattern = format!("{}:room:*", self.inner.prefix);
         let channel_prefix = format!("{}:room:", self.inner.prefix);
         let mut delay = RECONNECT_MIN_DELAY;
@@ -307,7 +334,7 @@ impl RedisBus {
                     log::info!("bus: subscribed to {pattern}");
                     delay = RECONNECT_MIN_DELAY;
                     self.inner.connected.store(true, Ordering::Relaxed);
-                    broker.do_send(BusState { connected: true });
+                    to.status.do_send(BusStatus { connected: true });
                     let mut stream = ps.into_on_message();
                     while let Ok(Some(msg)) =
                         tokio::time::timeout(SUBSCRIPTION_SILENCE_LIMIT, stream.next()).await
@@ -317,7 +344,7 @@ impl RedisBus {
                             continue;
                         };
                         if let Some(ev) = parse_wire(room.to_owned(), msg.get_payload_bytes()) {
-                            broker.do_send(Remote(ev));
+                            to.events.do_send(FromBus { event: ev });
                         }
                     }
                     log::warn!("bus: subscription lost; delivering locally until Redis is back");
@@ -325,7 +352,7 @@ impl RedisBus {
                 Err(e) => log::warn!("bus: cannot subscribe ({e}); retrying in {delay:?}"),
             }
             if self.inner.connected.swap(false, Ordering::Relaxed) {
-                broker.do_send(BusState { connected: false });
+                to.status.do_send(BusStatus { connected: false });
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(RECONNECT_MAX_DELAY);
@@ -511,17 +538,6 @@ impl RedisBus {
                     parse_wire(room.to_owned(), &payload)
                 })
                 .collect())
-        })
-        .await
-    }
-
-    /// The last sequence number of `room` in Redis.
-    pub async fn last_seq(&self, room: &str) -> Result<u64, String> {
-        let key = format!("{}:room:{room}:seq", self.inner.prefix);
-        self.timed(async {
-            let mut c = self.conn().await?;
-            let seq: Option<u64> = c.get(key).await.map_err(|e| e.to_string())?;
-            Ok(seq.unwrap_or(0))
         })
         .await
     }

@@ -6,7 +6,7 @@
 //! - `heartbeat` (`/sse/heartbeat`): a `heartbeat` event with the ISO-8601 time every
 //!   [`FeedConfig::heartbeat`], rendered once per tick for every subscriber.
 //!
-//! Subscribers are bounded queues ([`crate::outbound`]); one that does not keep up is
+//! Subscribers are bounded queues ([`crate::client_queue`]); one that does not keep up is
 //! dropped. A subscriber whose client disconnects is removed when its stream is dropped.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,11 +14,22 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use chrono::{SecondsFormat, Utc};
 use serde_json::json;
 
+use crate::client_queue::{ClientQueue, OutFrame, SendError};
+use crate::clock::rfc3339_now;
+use crate::mailbox::Mailbox;
 use crate::metrics::RealtimeMetrics;
-use crate::outbound::{OutFrame, Outbound, SendError};
+
+/// Messages the feed's mailbox holds before [`FeedHandle::try_send`] refuses: room activity
+/// beyond this is dropped rather than queued without bound.
+pub const FEED_MAILBOX_CAPACITY: usize = 65_536;
+
+/// The feed's address with its mailbox gauge (`courier_sse_feed_mailbox_depth`): the only
+/// way to send it messages.
+pub type FeedHandle = Mailbox<SseFeed>;
+
+crate::counted_handlers!(SseFeed: Activity, Subscribe, Unsubscribe, CloseFeeds);
 
 /// The feed's timing; from configuration.
 #[derive(Debug, Clone)]
@@ -81,7 +92,7 @@ pub struct Subscribe {
     /// The subscriber's id (unique per node).
     pub id: u64,
     /// Its queue.
-    pub out: Outbound,
+    pub out: ClientQueue,
 }
 
 /// The subscriber's client went away.
@@ -100,7 +111,7 @@ pub struct CloseFeeds;
 /// The feed actor.
 pub struct SseFeed {
     config: FeedConfig,
-    topics: HashMap<Topic, indexmap::IndexMap<u64, Outbound>>,
+    topics: HashMap<Topic, indexmap::IndexMap<u64, ClientQueue>>,
     pending: BTreeMap<String, (u64, u64)>,
     metrics: RealtimeMetrics,
 }
@@ -114,6 +125,12 @@ impl SseFeed {
             pending: BTreeMap::new(),
             metrics,
         }
+    }
+
+    /// Starts the feed on `arbiter`.
+    pub fn start(self, arbiter: &actix_rt::ArbiterHandle) -> FeedHandle {
+        let depth = self.metrics.feed_mailbox.clone();
+        Mailbox::start(self, arbiter, depth)
     }
 
     fn broadcast(&mut self, topic: Topic, text: ByteString) {
@@ -143,7 +160,7 @@ impl SseFeed {
     }
 
     fn flush_pending(&mut self) {
-        let ts = now();
+        let ts = rfc3339_now();
         for (room, (seq, count)) in std::mem::take(&mut self.pending) {
             self.update(json!({
                 "kind": "room_activity",
@@ -156,17 +173,13 @@ impl SseFeed {
     }
 }
 
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 impl Actor for SseFeed {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(65_536);
+        ctx.set_mailbox_capacity(FEED_MAILBOX_CAPACITY);
         ctx.run_interval(self.config.heartbeat, |this, _| {
-            let text = format!("event: heartbeat\ndata: {}\n\n", now());
+            let text = format!("event: heartbeat\ndata: {}\n\n", rfc3339_now());
             this.broadcast(Topic::Heartbeat, text.into());
         });
         ctx.run_interval(self.config.coalesce, |this, _| this.flush_pending());
@@ -177,7 +190,6 @@ impl Handler<Activity> for SseFeed {
     type Result = ();
 
     fn handle(&mut self, msg: Activity, _: &mut Self::Context) {
-        self.metrics.feed_mailbox.dec();
         if self
             .topics
             .get(&Topic::Updates)
@@ -192,13 +204,13 @@ impl Handler<Activity> for SseFeed {
                 entry.1 += 1;
             }
             Activity::MemberJoined { room, name } => self.update(json!({
-                "kind": "member_joined", "room": room, "name": name, "ts": now(),
+                "kind": "member_joined", "room": room, "name": name, "ts": rfc3339_now(),
             })),
             Activity::MemberLeft { room, name } => self.update(json!({
-                "kind": "member_left", "room": room, "name": name, "ts": now(),
+                "kind": "member_left", "room": room, "name": name, "ts": rfc3339_now(),
             })),
             Activity::Other { kind, data } => self.update(json!({
-                "kind": kind, "data": data, "ts": now(),
+                "kind": kind, "data": data, "ts": rfc3339_now(),
             })),
         }
     }
@@ -208,7 +220,6 @@ impl Handler<Subscribe> for SseFeed {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        self.metrics.feed_mailbox.dec();
         self.topics
             .entry(msg.topic)
             .or_default()
@@ -220,7 +231,6 @@ impl Handler<Unsubscribe> for SseFeed {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        self.metrics.feed_mailbox.dec();
         for subs in self.topics.values_mut() {
             subs.swap_remove(&msg.id);
         }
@@ -231,7 +241,6 @@ impl Handler<CloseFeeds> for SseFeed {
     type Result = usize;
 
     fn handle(&mut self, _: CloseFeeds, _: &mut Self::Context) -> usize {
-        self.metrics.feed_mailbox.dec();
         let mut n = 0;
         for subs in self.topics.values_mut() {
             for out in subs.values() {

@@ -2,7 +2,7 @@
 //! actor (single-flight, TTL, Redis or in process).
 
 use actix_web::web;
-use courier_actors::cache::Get;
+use courier_actors::cache::GetOrCompute;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -52,7 +52,7 @@ pub async fn expensive_data(
     }
     let lookup = state
         .cache
-        .send(Get { key })
+        .send(GetOrCompute { key })
         .await
         .map_err(|e| AppError::Unavailable(format!("the cache is unavailable: {e}")))?
         .map_err(|e| AppError::Internal(e.to_string()))?;

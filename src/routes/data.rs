@@ -22,8 +22,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
 
-/// The worker's database executor.
-pub type Db = web::Data<Addr<DbExecutor>>;
+/// The worker's `DbExecutor` (one per HTTP worker thread), as handlers take it.
+pub type Executor = web::Data<Addr<DbExecutor>>;
 
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -158,7 +158,10 @@ impl UserCreate {
         (status = 504, description = "The statement timed out", body = ErrorBody)
     )
 )]
-pub async fn create_user(db: Db, body: web::Json<UserCreate>) -> Result<HttpResponse, AppError> {
+pub async fn create_user(
+    db: Executor,
+    body: web::Json<UserCreate>,
+) -> Result<HttpResponse, AppError> {
     let user = body.into_inner().validate()?;
     let user = ask(&db, CreateUser { user }).await?;
     Ok(created(format!("/users/{}", user.id), &user))
@@ -175,7 +178,7 @@ pub async fn create_user(db: Db, body: web::Json<UserCreate>) -> Result<HttpResp
     )
 )]
 pub async fn create_users(
-    db: Db,
+    db: Executor,
     state: web::Data<AppState>,
     body: web::Json<Vec<UserCreate>>,
 ) -> Result<HttpResponse, AppError> {
@@ -220,7 +223,7 @@ pub async fn create_users(
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn get_user(db: Db, id: web::Path<i64>) -> Result<web::Json<User>, AppError> {
+pub async fn get_user(db: Executor, id: web::Path<i64>) -> Result<web::Json<User>, AppError> {
     ask(
         &db,
         GetUser {
@@ -243,7 +246,7 @@ pub async fn get_user(db: Db, id: web::Path<i64>) -> Result<web::Json<User>, App
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn get_user_fast(db: Db, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
+pub async fn get_user_fast(db: Executor, id: web::Path<i64>) -> Result<HttpResponse, AppError> {
     let json = ask(
         &db,
         GetUserJson {
@@ -268,7 +271,7 @@ pub async fn get_user_fast(db: Db, id: web::Path<i64>) -> Result<HttpResponse, A
     )
 )]
 pub async fn list_users(
-    db: Db,
+    db: Executor,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<User>>, AppError> {
     let (after, limit) = query.bounds()?;
@@ -284,7 +287,7 @@ pub async fn list_users(
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn dashboard(db: Db) -> Result<web::Json<Dashboard>, AppError> {
+pub async fn dashboard(db: Executor) -> Result<web::Json<Dashboard>, AppError> {
     Ok(web::Json(ask(&db, GetDashboard).await?))
 }
 
@@ -317,7 +320,10 @@ pub const MAX_AMOUNT_CENTS: i64 = 1_000_000_000_000;
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn create_order(db: Db, body: web::Json<OrderCreate>) -> Result<HttpResponse, AppError> {
+pub async fn create_order(
+    db: Executor,
+    body: web::Json<OrderCreate>,
+) -> Result<HttpResponse, AppError> {
     let o = body.into_inner();
     if !(1..=MAX_ORDER_QUANTITY).contains(&o.quantity) {
         return Err(AppError::Unprocessable(format!(
@@ -361,7 +367,10 @@ pub struct PostCreate {
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn create_post(db: Db, body: web::Json<PostCreate>) -> Result<HttpResponse, AppError> {
+pub async fn create_post(
+    db: Executor,
+    body: web::Json<PostCreate>,
+) -> Result<HttpResponse, AppError> {
     let p = body.into_inner();
     let post = NewPost {
         author_id: positive_id("author_id", p.author_id)?,
@@ -395,7 +404,7 @@ pub struct CommentCreate {
     )
 )]
 pub async fn create_comment(
-    db: Db,
+    db: Executor,
     id: web::Path<i64>,
     body: web::Json<CommentCreate>,
 ) -> Result<HttpResponse, AppError> {
@@ -426,7 +435,7 @@ pub async fn create_comment(
     )
 )]
 pub async fn get_post(
-    db: Db,
+    db: Executor,
     id: web::Path<i64>,
 ) -> Result<web::Json<PostWithRelations>, AppError> {
     ask(
@@ -449,7 +458,7 @@ pub async fn get_post(
     )
 )]
 pub async fn list_data(
-    db: Db,
+    db: Executor,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<DataItem>>, AppError> {
     let (after, limit) = query.bounds()?;
@@ -476,7 +485,10 @@ pub struct DataCreate {
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn create_data(db: Db, body: web::Json<DataCreate>) -> Result<HttpResponse, AppError> {
+pub async fn create_data(
+    db: Executor,
+    body: web::Json<DataCreate>,
+) -> Result<HttpResponse, AppError> {
     let d = body.into_inner();
     let row = NewData {
         name: text("name", d.name, MAX_TEXT_CHARS)?,

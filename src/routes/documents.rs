@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::error::{AppError, ErrorBody};
-use crate::routes::data::{ask, Db};
+use crate::routes::data::{ask, Executor};
 
 /// The id of a stored document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,7 +29,7 @@ pub struct DocumentId {
     )
 )]
 pub async fn create_document(
-    db: Db,
+    db: Executor,
     body: web::Json<Map<String, Value>>,
 ) -> Result<HttpResponse, AppError> {
     let id = ask(
@@ -57,7 +57,10 @@ pub async fn create_document(
         (status = 503, description = "The document store is unavailable", body = ErrorBody)
     )
 )]
-pub async fn get_document(db: Db, id: web::Path<String>) -> Result<web::Json<Value>, AppError> {
+pub async fn get_document(
+    db: Executor,
+    id: web::Path<String>,
+) -> Result<web::Json<Value>, AppError> {
     let id = id.into_inner();
     if id.is_empty() || id.chars().count() > courier_actors::db::documents::MAX_ID_CHARS {
         return Err(AppError::NotFound("Document not found".into()));

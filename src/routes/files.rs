@@ -6,33 +6,30 @@
 //! kept only as metadata (sanitised) and never used to build a path. Download names are
 //! checked before any path is built: only the server's own names pass.
 
-use std::path::{Path, PathBuf};
-
 use actix_files::NamedFile;
 use actix_multipart::Multipart;
 use actix_web::http::header::{ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{web, HttpRequest, HttpResponse};
-use courier_actors::db::jobs::NewJob;
-use courier_actors::job_worker::Wake;
-use courier_actors::jobs::kind;
+use courier_actors::db::job_queue::NewJob;
+use courier_actors::db_executor::EnqueueJobs;
+use courier_actors::job_worker::{kind, Wake};
+use courier_actors::upload_store::{
+    CommitUpload, CreateUpload, OpenUpload, UploadError, UploadMeta,
+};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
 use crate::error::{AppError, ErrorBody};
-use crate::routes::data::{ask, Db};
-use crate::startup::UPLOADS_DIR;
+use crate::routes::data::{ask, Executor};
 use crate::state::AppState;
-use courier_actors::db_executor::EnqueueJobs;
 
 /// Longest original file name kept (characters).
 pub const MAX_FILENAME_CHARS: usize = 255;
 
-/// What is kept about an upload, next to it as `<name>.json`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A stored upload, as `POST /upload` answers.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Upload {
     /// The stored name: what `/download/{name}` takes.
     id: String,
@@ -48,8 +45,32 @@ pub struct Upload {
     cleanup_job_id: i64,
 }
 
-fn uploads_dir(state: &AppState) -> PathBuf {
-    state.config.data_dir.join(UPLOADS_DIR)
+impl From<UploadMeta> for Upload {
+    fn from(meta: UploadMeta) -> Self {
+        Self {
+            download: format!("/download/{}", meta.id),
+            id: meta.id,
+            filename: meta.filename,
+            size: meta.size,
+            sha256: meta.sha256,
+            cleanup_job_id: meta.cleanup_job_id,
+        }
+    }
+}
+
+impl From<UploadError> for AppError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::InvalidName(_) => AppError::BadRequest(e.to_string()),
+            UploadError::NotFound => AppError::NotFound(e.to_string()),
+            UploadError::TooLarge(_) => AppError::PayloadTooLarge(e.to_string()),
+            UploadError::Io(_) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn store_down(e: actix::MailboxError) -> AppError {
+    AppError::Unavailable(format!("the upload store is unavailable: {e}"))
 }
 
 /// Bidirectional-text controls, which can make `evil\u{202E}fdp.exe` read as `evilexe.pdf`.
@@ -75,19 +96,6 @@ pub fn sanitise_filename(raw: &str) -> String {
     }
 }
 
-/// A stored name as the server makes them: 32 lower-case hex digits.
-fn valid_stored_name(name: &str) -> bool {
-    name.len() == 32
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Removes a partial upload.
-async fn discard(path: &Path) {
-    let _ = tokio::fs::remove_file(path).await;
-}
-
 /// Stores the multipart field `file` (up to `UPLOAD_MAX_BYTES`; 413 beyond, and nothing is
 /// kept). Returns its id, sanitised name, size and SHA-256; a job removes it after
 /// `UPLOAD_TTL_SECS` (60 s by default, as in the seed).
@@ -102,94 +110,57 @@ async fn discard(path: &Path) {
 )]
 pub async fn upload(
     state: web::Data<AppState>,
-    db: Db,
+    db: Executor,
     mut form: Multipart,
 ) -> Result<HttpResponse, AppError> {
-    let limit = state.config.files.max_bytes;
-    let dir = uploads_dir(&state);
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| AppError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let malformed = |e: actix_multipart::MultipartError| {
+        AppError::BadRequest(format!("malformed multipart body: {e}"))
+    };
     while let Some(field) = form.next().await {
-        let mut field =
-            field.map_err(|e| AppError::BadRequest(format!("malformed multipart body: {e}")))?;
+        let mut field = field.map_err(malformed)?;
         if field.name() != Some("file") {
             // Other form fields are read past and ignored.
             while let Some(chunk) = field.next().await {
-                chunk
-                    .map_err(|e| AppError::BadRequest(format!("malformed multipart body: {e}")))?;
+                chunk.map_err(malformed)?;
             }
             continue;
         }
-        let original = sanitise_filename(
+        let filename = sanitise_filename(
             field
                 .content_disposition()
                 .and_then(|cd| cd.get_filename())
                 .unwrap_or(""),
         );
-        let id = format!("{:032x}", rand::random::<u128>());
-        let path = dir.join(&id);
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| AppError::Internal(format!("cannot store the upload: {e}")))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let create = CreateUpload {
+            filename,
+            max_bytes: state.config.files.max_bytes,
+        };
+        // Dropped on any error below, the writer removes what it wrote.
+        let mut writer = state.uploads.send(create).await.map_err(store_down)??;
         while let Some(chunk) = field.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    discard(&path).await;
-                    return Err(AppError::BadRequest(format!(
-                        "the upload was cut short: {e}"
-                    )));
-                }
-            };
-            size += chunk.len() as u64;
-            if size > limit {
-                drop(file);
-                discard(&path).await;
-                return Err(AppError::PayloadTooLarge(format!(
-                    "the file is larger than the limit of {limit} bytes"
-                )));
-            }
-            hasher.update(&chunk);
-            if let Err(e) = file.write_all(&chunk).await {
-                discard(&path).await;
-                return Err(AppError::Internal(format!("cannot store the upload: {e}")));
-            }
+            let chunk = chunk
+                .map_err(|e| AppError::BadRequest(format!("the upload was cut short: {e}")))?;
+            writer.write(&chunk).await?;
         }
-        if let Err(e) = file.flush().await {
-            discard(&path).await;
-            return Err(AppError::Internal(format!("cannot store the upload: {e}")));
-        }
+        let upload = writer.finish().await?;
         let job = NewJob::new(
             kind::CLEANUP_UPLOAD,
-            &json!({"stored_name": id}),
+            &json!({"stored_name": upload.id}),
             state.config.jobs.worker.max_attempts,
             state.config.files.ttl,
         );
-        let cleanup_job_id = match ask(&db, EnqueueJobs { jobs: vec![job] }).await {
-            Ok(ids) => ids[0],
-            Err(e) => {
-                // Without its cleanup job the file would stay forever: refuse it.
-                discard(&path).await;
-                return Err(e);
-            }
-        };
-        let upload = Upload {
-            download: format!("/download/{id}"),
-            id,
-            filename: original,
-            size,
-            sha256: hex::encode(hasher.finalize()),
-            cleanup_job_id,
-        };
-        let meta = serde_json::to_vec(&upload).unwrap_or_default();
-        if let Err(e) = tokio::fs::write(dir.join(format!("{}.json", upload.id)), meta).await {
-            discard(&path).await;
-            return Err(AppError::Internal(format!("cannot store the upload: {e}")));
-        }
+        // Without its cleanup job the file would stay forever: refuse it.
+        let cleanup_job_id = ask(&db, EnqueueJobs { jobs: vec![job] }).await?[0];
+        let meta = state
+            .uploads
+            .send(CommitUpload {
+                upload,
+                cleanup_job_id,
+            })
+            .await
+            .map_err(store_down)??;
         state.jobs.do_send(Wake);
+        let upload = Upload::from(meta);
         return Ok(HttpResponse::Created()
             .insert_header(("Location", upload.download.clone()))
             .json(upload));
@@ -218,27 +189,22 @@ pub async fn download(
     state: web::Data<AppState>,
     filename: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let name = filename.into_inner();
-    if !valid_stored_name(&name) {
-        return Err(AppError::BadRequest(format!(
-            "{name:?} is not a file name this server gave out"
-        )));
-    }
-    let dir = uploads_dir(&state);
-    let not_found = || AppError::NotFound("File not found".into());
-    let meta: Upload = match tokio::fs::read(dir.join(format!("{name}.json"))).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| not_found())?,
-        Err(_) => return Err(not_found()),
-    };
-    let path = dir.join(&name);
+    let stored = state
+        .uploads
+        .send(OpenUpload {
+            id: filename.into_inner(),
+        })
+        .await
+        .map_err(store_down)??;
+    let path = stored.path;
     let file = web::block(move || NamedFile::open(path))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|_| not_found())?
+        .map_err(|_| AppError::from(UploadError::NotFound))?
         .set_content_type(actix_web::mime::APPLICATION_OCTET_STREAM)
         .set_content_disposition(ContentDisposition {
             disposition: DispositionType::Attachment,
-            parameters: vec![DispositionParam::Filename(meta.filename)],
+            parameters: vec![DispositionParam::Filename(stored.meta.filename)],
         });
     Ok(file.into_response(&req))
 }
@@ -260,13 +226,5 @@ mod tests {
             sanitise_filename(&"x".repeat(300)).len(),
             MAX_FILENAME_CHARS
         );
-    }
-
-    #[test]
-    fn only_the_servers_own_names_are_served() {
-        assert!(valid_stored_name("0123456789abcdef0123456789abcdef"));
-        assert!(!valid_stored_name("0123456789ABCDEF0123456789abcdef"));
-        assert!(!valid_stored_name("../0123456789abcdef0123456789ab"));
-        assert!(!valid_stored_name("0123456789abcdef0123456789abcdef.json"));
     }
 }

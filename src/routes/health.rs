@@ -105,7 +105,7 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
     let s = &state.stores;
     let mut checks: BTreeMap<&'static str, Check> = BTreeMap::new();
     let mut probes = Vec::new();
-    let db = state.db.clone();
+    let db = state.database.clone();
     probes.push(Box::pin(timed("database", &state, async move {
         db.ping().await.map_err(|e| StoreError::Unavailable {
             store: "database",
@@ -145,7 +145,7 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
     }
     checks.extend(join_all(probes).await);
     if let Some(check) = checks.get_mut("database") {
-        check.backend = Some(state.db.backend().name());
+        check.backend = Some(state.database.backend().name());
     }
 
     let down: Vec<&str> = checks
@@ -180,7 +180,7 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
 )]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.db.refresh_pool_metrics();
+    state.database.refresh_pool_metrics();
     state.metrics.sync_log_lines_dropped(log_lines_dropped());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

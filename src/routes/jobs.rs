@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use actix_web::{web, Either, HttpResponse};
 use bytes::Bytes;
-use courier_actors::db::jobs::{ActionCount, Job, NewJob, OutboxEmail};
+use courier_actors::db::actions::{ActionCount, OutboxEmail};
+use courier_actors::db::job_queue::{Job, JobState, NewJob};
 use courier_actors::db_executor::{
     CreateAction, EnqueueJobs, GetJob, JobsFor, ListAnalytics, ListJobs, ListOutbox,
 };
-use courier_actors::job_worker::{job_event, Wake};
-use courier_actors::jobs::kind;
+use courier_actors::job_worker::{kind, JobEvent, JobSnapshot, Wake};
 use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -19,7 +19,8 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{AppError, ErrorBody};
-use crate::routes::data::{ask, is_email, page_limit, Db};
+use crate::routes::data::{ask, is_email, page_limit, Executor};
+use crate::routes::sse::event_stream;
 use crate::state::AppState;
 
 /// Longest email message accepted (characters).
@@ -64,7 +65,7 @@ pub struct Accepted {
 pub async fn send_email(
     req: actix_web::HttpRequest,
     state: web::Data<AppState>,
-    db: Db,
+    db: Executor,
     body: Either<web::Json<EmailRequest>, web::Query<EmailRequest>>,
 ) -> Result<HttpResponse, AppError> {
     // Where anonymous publishing is off (production), so is anonymous mail: otherwise
@@ -126,7 +127,7 @@ pub struct ActionRequest {
 )]
 pub async fn user_action(
     state: web::Data<AppState>,
-    db: Db,
+    db: Executor,
     user_id: web::Path<i64>,
     body: Either<web::Json<ActionRequest>, web::Query<ActionRequest>>,
 ) -> Result<HttpResponse, AppError> {
@@ -185,7 +186,7 @@ pub async fn user_action(
     get, path = "/analytics", tag = "jobs",
     responses((status = 200, description = "Counts, most frequent first", body = Vec<ActionCount>))
 )]
-pub async fn analytics(db: Db) -> Result<web::Json<Vec<ActionCount>>, AppError> {
+pub async fn analytics(db: Executor) -> Result<web::Json<Vec<ActionCount>>, AppError> {
     Ok(web::Json(ask(&db, ListAnalytics).await?))
 }
 
@@ -214,7 +215,7 @@ impl ListQuery {
     responses((status = 200, description = "Emails, oldest first", body = Vec<OutboxEmail>))
 )]
 pub async fn outbox(
-    db: Db,
+    db: Executor,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Vec<OutboxEmail>>, AppError> {
     let (after, limit) = query.bounds()?;
@@ -242,7 +243,7 @@ fn job_json(job: &Job) -> Value {
         (status = 404, description = "Job not found", body = ErrorBody)
     )
 )]
-pub async fn get_job(db: Db, id: web::Path<i64>) -> Result<web::Json<Value>, AppError> {
+pub async fn get_job(db: Executor, id: web::Path<i64>) -> Result<web::Json<Value>, AppError> {
     ask(
         &db,
         GetJob {
@@ -260,20 +261,20 @@ pub async fn get_job(db: Db, id: web::Path<i64>) -> Result<web::Json<Value>, App
     responses((status = 200, description = "Jobs", body = Vec<Job>))
 )]
 pub async fn list_jobs(
-    db: Db,
+    db: Executor,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<Vec<Value>>, AppError> {
     let (after, limit) = query.bounds()?;
-    let wanted = query.state.as_deref().unwrap_or("dead");
-    if !["queued", "running", "succeeded", "dead"].contains(&wanted) {
-        return Err(AppError::Unprocessable(
-            "state must be queued, running, succeeded or dead".into(),
-        ));
-    }
+    let wanted = match query.state.as_deref() {
+        None => JobState::Dead,
+        Some(name) => JobState::parse(name).ok_or_else(|| {
+            AppError::Unprocessable("state must be queued, running, succeeded or dead".into())
+        })?,
+    };
     let jobs = ask(
         &db,
         ListJobs {
-            state: wanted.to_owned(),
+            state: wanted,
             after,
             limit,
         },
@@ -282,8 +283,9 @@ pub async fn list_jobs(
     Ok(web::Json(jobs.iter().map(job_json).collect()))
 }
 
-fn sse_event(event: &Value) -> Bytes {
-    Bytes::from(format!("event: job\ndata: {event}\n\n"))
+fn sse_event(job: &JobSnapshot) -> Bytes {
+    let data = serde_json::to_string(job).expect("a job snapshot serialises");
+    Bytes::from(format!("event: job\ndata: {data}\n\n"))
 }
 
 /// A job's progress as SSE: a `job` event with its current state at once, then one per
@@ -300,7 +302,7 @@ fn sse_event(event: &Value) -> Bytes {
 )]
 pub async fn job_events(
     state: web::Data<AppState>,
-    db: Db,
+    db: Executor,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
@@ -309,8 +311,8 @@ pub async fn job_events(
     let job = ask(&db, GetJob { id })
         .await?
         .ok_or_else(|| AppError::NotFound("Job not found".into()))?;
-    let first = job_event(&job);
-    let done = job.is_finished();
+    let first = JobSnapshot::from(&job);
+    let done = job.state.is_finished();
     let poll = state.config.jobs.events_poll;
     let db = db.into_inner();
     // One poll timer for the stream's life: events of other jobs must not keep resetting it.
@@ -330,13 +332,11 @@ pub async fn job_events(
                         // timer that is also due does not keep the stream going.
                         biased;
                         received = rx.recv() => match received {
-                            Ok(event) if event["closing"] == true => return None,
-                            Ok(event) if event["id"] == id => {
-                                let event = (*event).clone();
-                                if event != last {
-                                    let finished =
-                                        event["state"] == "succeeded" || event["state"] == "dead";
-                                    last = event.clone();
+                            Ok(JobEvent::Closing) => return None,
+                            Ok(JobEvent::Changed(event)) if event.id == id => {
+                                if *event != last {
+                                    let finished = event.state.is_finished();
+                                    last = (*event).clone();
                                     return Some((
                                         Ok::<_, AppError>(sse_event(&event)),
                                         (rx, ticks, last, finished),
@@ -344,7 +344,7 @@ pub async fn job_events(
                                 }
                                 false
                             }
-                            Ok(_) => false,
+                            Ok(JobEvent::Changed(_)) => false,
                             // Missed announcements: read the job instead.
                             Err(RecvError::Lagged(_)) => true,
                             Err(RecvError::Closed) => return None,
@@ -355,9 +355,9 @@ pub async fn job_events(
                         continue;
                     }
                     if let Ok(Some(job)) = ask(&db, GetJob { id }).await {
-                        let event = job_event(&job);
+                        let event = JobSnapshot::from(&job);
                         if event != last {
-                            let finished = job.is_finished();
+                            let finished = job.state.is_finished();
                             last = event.clone();
                             return Some((
                                 Ok::<_, AppError>(sse_event(&event)),
@@ -370,9 +370,5 @@ pub async fn job_events(
         },
     );
     let body = stream::StreamExt::chain(stream::once(async move { Ok(sse_event(&first)) }), rest);
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(event_stream(body))
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use courier_actors::outbound::{queue, QueueLimits, SseOutStream};
+use courier_actors::client_queue::{queue, SseBody};
 use courier_actors::protocol::validate_room;
-use courier_actors::room_broker::{Disconnect, Format, Join, Subscriber};
+use courier_actors::room_broker::{Disconnect, EventFormat, Join, Subscriber};
 use courier_actors::sse_feed::{Subscribe, Topic, Unsubscribe};
 use futures_util::stream;
 use serde::Deserialize;
@@ -27,19 +27,19 @@ pub const DEFAULT_SSE_COUNT: u32 = 10;
 /// Most `/sse` messages a client may ask for.
 pub const MAX_SSE_COUNT: u32 = 1000;
 
-fn sse_response(body: SseOutStream) -> HttpResponse {
+/// A `text/event-stream` response with `body`: not cached, and not buffered by proxies
+/// (`X-Accel-Buffering: no`), so every event reaches the client as it is written. Every
+/// SSE stream of the server is answered through this.
+pub fn event_stream<S, E>(body: S) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, E>> + 'static,
+    E: Into<Box<dyn std::error::Error>> + 'static,
+{
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body)
-}
-
-fn limits(state: &AppState) -> QueueLimits {
-    QueueLimits {
-        messages: state.config.realtime.outbound_messages,
-        bytes: state.config.realtime.outbound_bytes,
-    }
 }
 
 /// Query of `/sse`.
@@ -93,10 +93,7 @@ pub async fn sse_demo(
         let chunk = web::Bytes::from(format!("event: message\ndata: Message {i}\n\n"));
         Some((Ok::<_, std::io::Error>(chunk), (i + 1, guard)))
     });
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .streaming(events))
+    Ok(event_stream(events))
 }
 
 /// Decrements a gauge when dropped.
@@ -110,24 +107,22 @@ impl Drop for GaugeGuard {
 
 fn feed_stream(state: &AppState, topic: Topic) -> HttpResponse {
     let rt = &state.realtime;
-    let (out, inbox) = queue(limits(state));
+    let (out, reader) = queue(rt.queue_limits);
     let _ = out.text(format!("retry: {SSE_RETRY_MS}\n\n"));
     let id = rt.next_number();
     let feed = rt.feed.clone();
     let metrics = rt.metrics.clone();
     metrics.sse_connections.inc();
-    metrics.feed_mailbox.inc();
     feed.do_send(Subscribe { topic, id, out });
-    let body = SseOutStream::new(
-        inbox,
+    let body = SseBody::new(
+        reader,
         Some(state.config.realtime.sse_keepalive),
         move || {
             metrics.sse_connections.dec();
-            metrics.feed_mailbox.inc();
             feed.do_send(Unsubscribe { id });
         },
     );
-    sse_response(body)
+    event_stream(body)
 }
 
 /// What happens in the server, live: members joining and leaving rooms, room activity
@@ -188,14 +183,14 @@ pub async fn room_events(
         None => q.since,
     };
     let rt = &state.realtime;
-    let (out, inbox) = queue(limits(&state));
+    let (out, reader) = queue(rt.queue_limits);
     let _ = out.text(format!("retry: {SSE_RETRY_MS}\n\n"));
     let member = rt.next_member_id();
     let subscriber = Subscriber {
         id: member.clone(),
         name: "sse".into(),
         out,
-        format: Format::Sse,
+        format: EventFormat::Sse,
         visible: false,
         session: None,
     };
@@ -209,13 +204,13 @@ pub async fn room_events(
     let broker = rt.broker.clone();
     let metrics = rt.metrics.clone();
     metrics.sse_connections.inc();
-    let body = SseOutStream::new(
-        inbox,
+    let body = SseBody::new(
+        reader,
         Some(state.config.realtime.sse_keepalive),
         move || {
             metrics.sse_connections.dec();
             broker.do_send(Disconnect { member });
         },
     );
-    Ok(sse_response(body))
+    Ok(event_stream(body))
 }

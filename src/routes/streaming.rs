@@ -15,7 +15,7 @@ use courier_actors::db_executor::{ComputeSection, ExportUsersPage, ReportSection
 use futures_util::stream;
 
 use crate::error::{AppError, ErrorBody};
-use crate::routes::data::{ask, Db};
+use crate::routes::data::{ask, Executor};
 use crate::state::AppState;
 
 /// The CSV header row, as in the seed.
@@ -53,7 +53,10 @@ fn page_chunk(rows: &[(i64, String, String)]) -> Result<Bytes, AppError> {
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
-pub async fn export_users(db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub async fn export_users(
+    db: Executor,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     let limit = state.config.data.export_page_size;
     let first = ask(&db, ExportUsersPage { after: 0, limit }).await?;
     let mut head = csv_chunk(std::iter::once(CSV_HEADER))?.to_vec();
@@ -133,7 +136,7 @@ const REPORT_TAIL: &str = "</body></html>\n";
     get, path = "/generate/report", tag = "streaming",
     responses((status = 200, description = "The report, streamed", content_type = "text/html", body = String))
 )]
-pub async fn generate_report(db: Db) -> HttpResponse {
+pub async fn generate_report(db: Executor) -> HttpResponse {
     let db = db.into_inner();
     let sections = stream::unfold(0usize, move |i| {
         let db = db.clone();

@@ -11,8 +11,8 @@ use actix::{Actor, AsyncContext};
 use actix_http::ws::{hash_key, verify_handshake, CloseCode};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use courier_actors::inbound::WsInStream;
-use courier_actors::outbound::{queue, OutFrame, QueueLimits, WsOutStream};
+use courier_actors::client_queue::{queue, OutFrame, WsBody};
+use courier_actors::ws_frames::WsFrames;
 use courier_actors::ws_session::{SessionKind, WsSession};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -32,15 +32,8 @@ pub struct WsQuery {
     name: Option<String>,
 }
 
-fn limits(state: &AppState) -> QueueLimits {
-    QueueLimits {
-        messages: state.config.realtime.outbound_messages,
-        bytes: state.config.realtime.outbound_bytes,
-    }
-}
-
 /// The 101 response for a valid handshake, its body fed by `stream`.
-fn upgrade(req: &HttpRequest, stream: WsOutStream) -> Result<HttpResponse, AppError> {
+fn upgrade(req: &HttpRequest, stream: WsBody) -> Result<HttpResponse, AppError> {
     verify_handshake(req.head())
         .map_err(|e| AppError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let key = req
@@ -62,9 +55,9 @@ fn refuse(
     code: CloseCode,
     reason: &str,
 ) -> Result<HttpResponse, AppError> {
-    let (out, inbox) = queue(limits(state));
+    let (out, reader) = queue(state.realtime.queue_limits);
     let _ = out.try_send(OutFrame::Close(code, reason.to_owned()));
-    upgrade(req, WsOutStream::new(inbox))
+    upgrade(req, WsBody::new(reader))
 }
 
 /// Accepts the socket and starts its session.
@@ -77,8 +70,8 @@ fn accept(
     kind: SessionKind,
 ) -> Result<HttpResponse, AppError> {
     let rt = &state.realtime;
-    let (out, inbox) = queue(limits(state));
-    let response = upgrade(req, WsOutStream::new(inbox))?;
+    let (out, reader) = queue(rt.queue_limits);
+    let response = upgrade(req, WsBody::new(reader))?;
     let session = WsSession::new(
         rt.next_member_id(),
         name,
@@ -89,7 +82,7 @@ fn accept(
         rt.session.clone(),
         rt.metrics.clone(),
     );
-    let frames = WsInStream::new(Box::pin(body), state.config.realtime.max_message_bytes);
+    let frames = WsFrames::new(Box::pin(body), state.config.realtime.max_message_bytes);
     WsSession::create(move |ctx| {
         ctx.add_stream(frames);
         session

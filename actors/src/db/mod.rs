@@ -13,8 +13,9 @@
 //! Only the [`crate::db_executor::DbExecutor`] actor calls into this module; handlers send
 //! it messages.
 
+pub mod actions;
 pub mod documents;
-pub mod jobs;
+pub mod job_queue;
 pub mod migrations;
 pub mod models;
 pub mod queries;
@@ -34,7 +35,9 @@ use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, TryFutureExt};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
+
+use crate::metrics;
 
 use crate::stores::PoolSettings;
 
@@ -193,59 +196,37 @@ pub struct DbMetrics {
 impl DbMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &prometheus::Registry) -> Self {
-        let query_seconds = HistogramVec::new(
-            HistogramOpts::new(
+        let pool_connections = metrics::int_gauge_vec(
+            registry,
+            "courier_db_pool_connections",
+            "Database pool connections by state (idle, in_use).",
+            &["state"],
+        );
+        Self {
+            query_seconds: metrics::histogram_vec(
+                registry,
                 "courier_db_query_duration_seconds",
                 "Database operation latency, taking a connection included, by operation.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-            &["operation"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
+                metrics::LATENCY_BUCKETS,
+                &["operation"],
+            ),
+            errors: metrics::int_counter_vec(
+                registry,
                 "courier_db_errors_total",
                 "Failed database operations by kind.",
+                &["kind"],
             ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let pool_connections = IntGaugeVec::new(
-            Opts::new(
-                "courier_db_pool_connections",
-                "Database pool connections by state (idle, in_use).",
-            ),
-            &["state"],
-        )
-        .expect("valid metric");
-        let pool_max = IntGauge::new(
-            "courier_db_pool_max_connections",
-            "The database pool's maximum size.",
-        )
-        .expect("valid metric");
-        let pool_waiting = IntGauge::new(
-            "courier_db_pool_waiting",
-            "Callers waiting for a database connection.",
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(query_seconds.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(errors.clone()),
-            Box::new(pool_connections.clone()),
-            Box::new(pool_max.clone()),
-            Box::new(pool_waiting.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
-        Self {
-            query_seconds,
-            errors,
             pool_connections,
-            pool_max,
-            pool_waiting,
+            pool_max: metrics::int_gauge(
+                registry,
+                "courier_db_pool_max_connections",
+                "The database pool's maximum size.",
+            ),
+            pool_waiting: metrics::int_gauge(
+                registry,
+                "courier_db_pool_waiting",
+                "Callers waiting for a database connection.",
+            ),
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
@@ -19,8 +19,25 @@ pub fn now() -> NaiveDateTime {
     Utc::now().naive_utc().trunc_subsecs(3)
 }
 
-fn timestamp<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&t.format(TIMESTAMP_FORMAT))
+/// Serialises row timestamps in [`TIMESTAMP_FORMAT`] (`#[serde(serialize_with = ...)]`).
+pub mod timestamp {
+    use chrono::NaiveDateTime;
+    use serde::Serializer;
+
+    use super::TIMESTAMP_FORMAT;
+
+    /// A timestamp.
+    pub fn required<S: Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&t.format(TIMESTAMP_FORMAT))
+    }
+
+    /// A timestamp that may be missing (`null`).
+    pub fn optional<S: Serializer>(t: &Option<NaiveDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => required(t, s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// A user.
@@ -34,7 +51,7 @@ pub struct User {
     /// Email address, lower-cased; unique.
     pub email: String,
     /// When the user was created (UTC).
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String, example = "2026-11-29T16:05:34.123Z")]
     pub created_at: NaiveDateTime,
 }
@@ -64,7 +81,7 @@ pub struct Post {
     /// Body text.
     pub body: String,
     /// When it was written (UTC).
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String, example = "2026-11-29T16:05:34.123Z")]
     pub created_at: NaiveDateTime,
 }
@@ -96,7 +113,7 @@ pub struct Comment {
     /// Body text.
     pub body: String,
     /// When it was written (UTC).
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String, example = "2026-11-29T16:05:34.123Z")]
     pub created_at: NaiveDateTime,
 }
@@ -130,7 +147,7 @@ pub struct Order {
     /// Total in cents.
     pub amount_cents: i64,
     /// When it was placed (UTC).
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String, example = "2026-11-29T16:05:34.123Z")]
     pub created_at: NaiveDateTime,
 }
@@ -176,7 +193,7 @@ pub struct DataItem {
     #[schema(value_type = Object)]
     pub value: Box<RawValue>,
     /// When it was written (UTC).
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String, example = "2026-11-29T16:05:34.123Z")]
     pub created_at: NaiveDateTime,
 }

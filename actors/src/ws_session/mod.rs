@@ -1,9 +1,9 @@
 //! `WsSession`: one actor per WebSocket connection.
 //!
-//! The session reads the client's frames (decoded by [`crate::inbound::WsInStream`]),
+//! The session reads the client's frames (decoded by [`crate::ws_frames::WsFrames`]),
 //! enforces the per-connection limits, answers the seed's endpoints and the `/ws/json`
 //! protocol, and sends the `RoomBroker` typed messages. Everything it sends to its client
-//! goes through its bounded [`Outbound`] queue, the same queue the broker fans room events
+//! goes through its bounded [`ClientQueue`] queue, the same queue the broker fans room events
 //! into, so a client's frames keep their order and a client that stops reading is dropped
 //! instead of growing the server.
 //!
@@ -21,13 +21,17 @@ use actix::prelude::*;
 use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
+use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::metrics::RealtimeMetrics;
-use crate::outbound::{OutFrame, Outbound, SendError};
 use crate::protocol::{parse_client, ClientMsg, ServerMsg};
 use crate::room_broker::{
-    BrokerHandle, Connect, Disconnect, Evicted, Format, GetPresence, Join, Leave, MemberId,
+    BrokerHandle, Connect, Disconnect, EventFormat, Evicted, GetPresence, Join, Leave, MemberId,
     Publish, Subscriber, Typing,
 };
+
+mod rate_limit;
+
+use rate_limit::{RateLimiter, Verdict};
 
 /// The room the seed's `/ws/chat/{client_id}` endpoint talks in.
 pub const CHAT_ROOM: &str = "chat";
@@ -66,60 +70,6 @@ pub enum SessionKind {
     Json,
 }
 
-/// A token bucket with a flood detector.
-#[derive(Debug)]
-struct RateLimiter {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-    refused: u32,
-    window: Instant,
-    flood_limit: u32,
-}
-
-enum Verdict {
-    Allow,
-    Refuse,
-    Flood,
-}
-
-impl RateLimiter {
-    fn new(rate: u32, burst: u32, flood_limit: u32) -> Self {
-        let now = Instant::now();
-        Self {
-            tokens: f64::from(burst.max(1)),
-            last: now,
-            rate: f64::from(rate.max(1)),
-            burst: f64::from(burst.max(1)),
-            refused: 0,
-            window: now,
-            flood_limit,
-        }
-    }
-
-    fn check(&mut self) -> Verdict {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Verdict::Allow;
-        }
-        if now.duration_since(self.window) >= Duration::from_secs(1) {
-            self.window = now;
-            self.refused = 0;
-        }
-        self.refused += 1;
-        if self.refused > self.flood_limit {
-            Verdict::Flood
-        } else {
-            Verdict::Refuse
-        }
-    }
-}
-
 /// A message being reassembled from continuation frames.
 struct Fragment {
     text: bool,
@@ -131,7 +81,7 @@ pub struct WsSession {
     id: MemberId,
     name: Arc<str>,
     kind: SessionKind,
-    out: Outbound,
+    out: ClientQueue,
     broker: BrokerHandle,
     config: Arc<SessionConfig>,
     metrics: RealtimeMetrics,
@@ -151,7 +101,7 @@ impl WsSession {
         name: Arc<str>,
         authenticated: bool,
         kind: SessionKind,
-        out: Outbound,
+        out: ClientQueue,
         broker: BrokerHandle,
         config: Arc<SessionConfig>,
         metrics: RealtimeMetrics,
@@ -174,7 +124,7 @@ impl WsSession {
         }
     }
 
-    fn subscriber(&self, ctx: &Context<Self>, format: Format) -> Subscriber {
+    fn subscriber(&self, ctx: &Context<Self>, format: EventFormat) -> Subscriber {
         Subscriber {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -185,17 +135,28 @@ impl WsSession {
         }
     }
 
-    /// Queues a frame; a full queue means the client stopped reading.
-    fn send(&mut self, ctx: &mut Context<Self>, text: String) {
-        match self.out.text(text) {
-            Ok(()) => {}
+    /// Queues a frame to the client. A full queue means the client stopped reading: it is
+    /// evicted (counted in `courier_slow_clients_dropped_total`) and the session stops, as
+    /// when the client is gone. False when the frame was not queued.
+    fn queue(&mut self, ctx: &mut Context<Self>, frame: OutFrame) -> bool {
+        match self.out.try_send(frame) {
+            Ok(()) => true,
             Err(SendError::Full) => {
                 self.metrics.slow_clients_dropped.inc();
                 self.out.evict();
                 ctx.stop();
+                false
             }
-            Err(SendError::Closed) => ctx.stop(),
+            Err(SendError::Closed) => {
+                ctx.stop();
+                false
+            }
         }
+    }
+
+    /// Queues a text frame.
+    fn send(&mut self, ctx: &mut Context<Self>, text: String) {
+        self.queue(ctx, OutFrame::Text(text.into()));
     }
 
     fn error(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
@@ -211,9 +172,7 @@ impl WsSession {
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
         if !self.closing {
             self.closing = true;
-            if self.out.try_send(OutFrame::Close(code, reason.to_owned())) == Err(SendError::Full) {
-                self.out.evict();
-            }
+            self.queue(ctx, OutFrame::Close(code, reason.to_owned()));
         }
         ctx.stop();
     }
@@ -302,7 +261,7 @@ impl WsSession {
                 }
                 let join = Join {
                     room: room.clone(),
-                    subscriber: self.subscriber(ctx, Format::Json),
+                    subscriber: self.subscriber(ctx, EventFormat::Json),
                     since,
                 };
                 if self.broker.try_send(join).is_ok() {
@@ -396,11 +355,7 @@ impl Actor for WsSession {
                 this.close(ctx, CloseCode::Away, "no response to heartbeat");
                 return;
             }
-            if this.out.try_send(OutFrame::Ping) == Err(SendError::Full) {
-                this.metrics.slow_clients_dropped.inc();
-                this.out.evict();
-                ctx.stop();
-            }
+            this.queue(ctx, OutFrame::Ping);
         });
         match self.kind {
             SessionKind::Authenticated => {
@@ -410,7 +365,7 @@ impl Actor for WsSession {
             SessionKind::Chat => {
                 self.broker.do_send(Join {
                     room: CHAT_ROOM.to_owned(),
-                    subscriber: self.subscriber(ctx, Format::Text),
+                    subscriber: self.subscriber(ctx, EventFormat::Text),
                     since: None,
                 });
                 self.rooms.insert(CHAT_ROOM.to_owned());
@@ -525,10 +480,7 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                 if !self.allowed(ctx) {
                     return;
                 }
-                if self.out.try_send(OutFrame::Pong(payload)) == Err(SendError::Full) {
-                    self.out.evict();
-                    ctx.stop();
-                }
+                self.queue(ctx, OutFrame::Pong(payload));
             }
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => {

@@ -1,35 +1,96 @@
-//! The job queue's queries, and the rows the built-in jobs write.
+//! The job queue: the `jobs` table and the statements that move a job through its states.
 //!
-//! A job is `queued` until a worker claims it: the claim sets `running`, counts an attempt
-//! and takes a lease. The worker renews the lease while it works; a job whose lease ran
-//! out (its worker died) is claimable again. A failed attempt puts the job back with a
-//! later `run_at`, or — after the last attempt — marks it `dead` with its error. Every
-//! write by a worker is guarded by `worker = <its id>`, so a worker that lost its lease
-//! cannot overwrite the job's newer state.
+//! A job is [`JobState::Queued`] until a worker claims it: the claim sets
+//! [`JobState::Running`], counts an attempt and takes a lease. The worker renews the lease
+//! while it works; a job whose lease ran out (its worker died) is claimable again. A failed
+//! attempt puts the job back with a later `run_at`, or — after the last attempt — marks it
+//! [`JobState::Dead`] with its error. Every write by a worker is guarded by
+//! `worker = <its id>`, so a worker that lost its lease cannot overwrite the job's newer
+//! state.
 
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use diesel::backend::Backend as DieselBackend;
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
 use diesel::prelude::*;
-use diesel::result::Error as DieselError;
+use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::{BigInt, Text, Timestamp};
-use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::models::{now, TIMESTAMP_FORMAT};
-use super::schema::{actions, activity_log, analytics, analytics_applied, jobs, outbox};
+use super::models::{now, timestamp};
+use super::schema::jobs;
 use super::{on_conn, Backend, Database, DbError};
 
-fn timestamp<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&t.format(TIMESTAMP_FORMAT))
+/// Where a job is in its life.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema, AsExpression, FromSqlRow,
+)]
+#[diesel(sql_type = Text)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its `run_at` and a free worker.
+    Queued,
+    /// Claimed by a worker, under a lease.
+    Running,
+    /// Finished; it will not run again.
+    Succeeded,
+    /// Failed its last attempt (dead-lettered); it will not run again.
+    Dead,
 }
 
-fn opt_timestamp<S: serde::Serializer>(t: &Option<NaiveDateTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.collect_str(&t.format(TIMESTAMP_FORMAT)),
-        None => s.serialize_none(),
+impl JobState {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [Self; 4] = [Self::Queued, Self::Running, Self::Succeeded, Self::Dead];
+
+    /// The state as stored and shown: `queued`, `running`, `succeeded`, `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// The state named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// True once a job in this state will not run again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Dead)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<DB> ToSql<Text, DB> for JobState
+where
+    DB: DieselBackend,
+    str: ToSql<Text, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
+        <str as ToSql<Text, DB>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl<DB> FromSql<Text, DB> for JobState
+where
+    DB: DieselBackend,
+    String: FromSql<Text, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        let name = <String as FromSql<Text, DB>>::from_sql(bytes)?;
+        Self::parse(&name).ok_or_else(|| format!("unknown job state {name:?}").into())
     }
 }
 
@@ -44,18 +105,18 @@ pub struct Job {
     /// Its input, JSON text.
     #[serde(skip)]
     pub payload: String,
-    /// `queued`, `running`, `succeeded` or `dead`.
-    pub state: String,
+    /// Where it is in its life.
+    pub state: JobState,
     /// Attempts started so far.
     pub attempts: i32,
     /// Attempts allowed before the job is dead-lettered.
     pub max_attempts: i32,
     /// Not run before this time (UTC).
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String)]
     pub run_at: NaiveDateTime,
     /// While running: the lease's end.
-    #[serde(serialize_with = "opt_timestamp")]
+    #[serde(serialize_with = "timestamp::optional")]
     #[schema(value_type = Option<String>)]
     pub lease_until: Option<NaiveDateTime>,
     /// While running: the worker holding it.
@@ -70,24 +131,17 @@ pub struct Job {
     #[serde(skip)]
     pub result: Option<String>,
     /// When it was enqueued.
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String)]
     pub created_at: NaiveDateTime,
     /// Its last change.
-    #[serde(serialize_with = "timestamp")]
+    #[serde(serialize_with = "timestamp::required")]
     #[schema(value_type = String)]
     pub updated_at: NaiveDateTime,
     /// When it succeeded or died.
-    #[serde(serialize_with = "opt_timestamp")]
+    #[serde(serialize_with = "timestamp::optional")]
     #[schema(value_type = Option<String>)]
     pub finished_at: Option<NaiveDateTime>,
-}
-
-impl Job {
-    /// True once the job will not run again.
-    pub fn is_finished(&self) -> bool {
-        self.state == "succeeded" || self.state == "dead"
-    }
 }
 
 /// A job to enqueue.
@@ -98,8 +152,8 @@ pub struct NewJob {
     pub kind: String,
     /// Its input, JSON text.
     pub payload: String,
-    /// `queued`.
-    pub state: String,
+    /// [`JobState::Queued`].
+    pub state: JobState,
     /// Attempts allowed.
     pub max_attempts: i32,
     /// Not before.
@@ -122,7 +176,7 @@ impl NewJob {
         Self {
             kind: kind.to_owned(),
             payload: payload.to_string(),
-            state: "queued".to_owned(),
+            state: JobState::Queued,
             max_attempts,
             run_at: t + chrono::Duration::from_std(delay).unwrap_or_default(),
             created_at: t,
@@ -131,56 +185,24 @@ impl NewJob {
     }
 }
 
-/// An email kept in the outbox.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
-#[diesel(table_name = outbox)]
-pub struct OutboxEmail {
-    /// Its id.
-    pub id: i64,
-    /// The job that wrote it.
-    pub job_id: i64,
-    /// The recipient.
-    pub recipient: String,
-    /// The message.
-    pub message: String,
-    /// When it was written.
-    #[serde(serialize_with = "timestamp")]
-    #[schema(value_type = String)]
-    pub created_at: NaiveDateTime,
-}
-
-/// One action's count.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
-#[diesel(table_name = analytics)]
-pub struct ActionCount {
-    /// The action.
-    pub action: String,
-    /// How many times it was performed.
-    pub count: i64,
-    /// The last update.
-    #[serde(serialize_with = "timestamp")]
-    #[schema(value_type = String)]
-    pub updated_at: NaiveDateTime,
-}
-
 // A running job whose lease ran out is claimed again only while it has attempts left; one
 // with none left is dead-lettered by `bury_expired_jobs`, never run again (a lease can run
-// out between that statement and this one).
-const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+// out between that statement and this one). `$5`/`$6` are the states `running`/`queued`.
+const CLAIM_POSTGRES: &str = "UPDATE jobs SET state = $5, attempts = attempts + 1, \
      progress = 0, progress_note = NULL, lease_until = $1, worker = $2, updated_at = $3 \
      WHERE id IN (SELECT id FROM jobs \
-       WHERE (state = 'queued' AND run_at <= $3) \
-          OR (state = 'running' AND lease_until < $3 AND attempts < max_attempts) \
+       WHERE (state = $6 AND run_at <= $3) \
+          OR (state = $5 AND lease_until < $3 AND attempts < max_attempts) \
        ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
      RETURNING *";
 
 // SQLite runs one writer at a time, so the subquery and the update cannot interleave with
 // another claim.
-const CLAIM_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+const CLAIM_SQLITE: &str = "UPDATE jobs SET state = ?5, attempts = attempts + 1, \
      progress = 0, progress_note = NULL, lease_until = ?1, worker = ?2, updated_at = ?3 \
      WHERE id IN (SELECT id FROM jobs \
-       WHERE (state = 'queued' AND run_at <= ?3) \
-          OR (state = 'running' AND lease_until < ?3 AND attempts < max_attempts) \
+       WHERE (state = ?6 AND run_at <= ?3) \
+          OR (state = ?5 AND lease_until < ?3 AND attempts < max_attempts) \
        ORDER BY run_at, id LIMIT ?4) \
      RETURNING *";
 
@@ -195,7 +217,7 @@ macro_rules! update_job {
                 jobs::table
                     .find($id)
                     .filter(jobs::worker.eq($worker))
-                    .filter(jobs::state.eq("running")),
+                    .filter(jobs::state.eq(JobState::Running)),
             )
             .set(changes(t))
             .returning(Job::as_returning())
@@ -229,54 +251,6 @@ impl Database {
         Ok(ids)
     }
 
-    /// Records an action and enqueues its jobs in one transaction. `jobs` get the action's
-    /// id as `action_id` in their payload.
-    pub async fn create_action(
-        &self,
-        user_id: i64,
-        action: &str,
-        jobs_for: impl Fn(i64) -> Vec<NewJob> + Send + Sync,
-    ) -> Result<(i64, Vec<i64>), DbError> {
-        let action = action.to_owned();
-        let jobs_for = &jobs_for;
-        on_conn!(self, "create_action", |conn| async {
-            let action = action.clone();
-            conn.transaction::<_, DieselError, _>(|tx| {
-                async move {
-                    let action_id: i64 = diesel::insert_into(actions::table)
-                        .values((
-                            actions::user_id.eq(user_id),
-                            actions::action.eq(&action),
-                            actions::created_at.eq(now()),
-                        ))
-                        .returning(actions::id)
-                        .get_result(tx)
-                        .await?;
-                    let mut ids = Vec::new();
-                    for job in jobs_for(action_id) {
-                        ids.push(
-                            diesel::insert_into(jobs::table)
-                                .values(&job)
-                                .returning(jobs::id)
-                                .get_result::<i64>(tx)
-                                .await?,
-                        );
-                    }
-                    Ok((action_id, ids))
-                }
-                .scope_boxed()
-            })
-            .await
-            .map_err(|e| match e {
-                DieselError::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                    _,
-                ) => DbError::NotFound("User not found".into()),
-                e => self.err(e),
-            })
-        })
-    }
-
     /// Dead-letters jobs whose worker stopped during their last attempt (the lease ran out
     /// with no attempts left), so a job that keeps killing its worker is not retried
     /// forever. Returns how many.
@@ -285,12 +259,12 @@ impl Database {
         on_conn!(self, "bury_expired_jobs", |conn| async {
             diesel::update(
                 jobs::table
-                    .filter(jobs::state.eq("running"))
+                    .filter(jobs::state.eq(JobState::Running))
                     .filter(jobs::lease_until.lt(t))
                     .filter(jobs::attempts.ge(jobs::max_attempts)),
             )
             .set((
-                jobs::state.eq("dead"),
+                jobs::state.eq(JobState::Dead),
                 jobs::last_error.eq(Some(
                     "the worker running the last attempt stopped before it finished".to_owned(),
                 )),
@@ -323,6 +297,8 @@ impl Database {
                 .bind::<Text, _>(worker)
                 .bind::<Timestamp, _>(t)
                 .bind::<BigInt, _>(limit)
+                .bind::<Text, _>(JobState::Running)
+                .bind::<Text, _>(JobState::Queued)
                 .load::<Job>(conn)
                 .await
                 .map_err(|e| self.err(e))
@@ -342,7 +318,7 @@ impl Database {
                 jobs::table
                     .find(id)
                     .filter(jobs::worker.eq(worker))
-                    .filter(jobs::state.eq("running")),
+                    .filter(jobs::state.eq(JobState::Running)),
             )
             .set(jobs::lease_until.eq(until))
             .execute(conn)
@@ -379,7 +355,7 @@ impl Database {
         let result = result.to_string();
         update_job!(self, id, worker, "complete_job", |t| {
             (
-                jobs::state.eq("succeeded"),
+                jobs::state.eq(JobState::Succeeded),
                 jobs::progress.eq(100),
                 jobs::result.eq(Some(result.clone())),
                 jobs::lease_until.eq(None::<NaiveDateTime>),
@@ -402,7 +378,7 @@ impl Database {
             Some(at) => {
                 update_job!(self, id, worker, "retry_job", |t| {
                     (
-                        jobs::state.eq("queued"),
+                        jobs::state.eq(JobState::Queued),
                         jobs::run_at.eq(at),
                         jobs::last_error.eq(Some(error.clone())),
                         jobs::lease_until.eq(None::<NaiveDateTime>),
@@ -414,7 +390,7 @@ impl Database {
             None => {
                 update_job!(self, id, worker, "dead_letter_job", |t| {
                     (
-                        jobs::state.eq("dead"),
+                        jobs::state.eq(JobState::Dead),
                         jobs::run_at.eq(t),
                         jobs::last_error.eq(Some(error.clone())),
                         jobs::lease_until.eq(None::<NaiveDateTime>),
@@ -434,10 +410,10 @@ impl Database {
             diesel::update(
                 jobs::table
                     .filter(jobs::worker.eq(worker))
-                    .filter(jobs::state.eq("running")),
+                    .filter(jobs::state.eq(JobState::Running)),
             )
             .set((
-                jobs::state.eq("queued"),
+                jobs::state.eq(JobState::Queued),
                 jobs::attempts.eq(jobs::attempts - 1),
                 jobs::progress.eq(0),
                 jobs::progress_note.eq(None::<String>),
@@ -464,10 +440,10 @@ impl Database {
         })
     }
 
-    /// Jobs in `state` (e.g. `dead`), oldest first, by keyset.
+    /// Jobs in `state`, oldest first, by keyset.
     pub async fn list_jobs(
         &self,
-        state: &str,
+        state: JobState,
         after: i64,
         limit: i64,
     ) -> Result<Vec<Job>, DbError> {
@@ -485,136 +461,13 @@ impl Database {
     }
 
     /// Jobs by state: `(state, count)`.
-    pub async fn count_jobs(&self) -> Result<Vec<(String, i64)>, DbError> {
+    pub async fn count_jobs(&self) -> Result<Vec<(JobState, i64)>, DbError> {
         on_conn!(self, "count_jobs", |conn| async {
             jobs::table
                 .group_by(jobs::state)
                 .select((jobs::state, diesel::dsl::count_star()))
                 .load(conn)
                 .await
-                .map_err(|e| self.err(e))
-        })
-    }
-
-    /// Writes an email to the outbox, once per job.
-    pub async fn write_outbox(
-        &self,
-        job_id: i64,
-        recipient: &str,
-        message: &str,
-    ) -> Result<(), DbError> {
-        on_conn!(self, "write_outbox", |conn| async {
-            diesel::insert_into(outbox::table)
-                .values((
-                    outbox::job_id.eq(job_id),
-                    outbox::recipient.eq(recipient),
-                    outbox::message.eq(message),
-                    outbox::created_at.eq(now()),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err(e))
-        })
-    }
-
-    /// The outbox, oldest first, by keyset.
-    pub async fn list_outbox(&self, after: i64, limit: i64) -> Result<Vec<OutboxEmail>, DbError> {
-        on_conn!(self, "list_outbox", |conn| async {
-            outbox::table
-                .filter(outbox::id.gt(after))
-                .order(outbox::id.asc())
-                .limit(limit)
-                .select(OutboxEmail::as_select())
-                .load(conn)
-                .await
-                .map_err(|e| self.err(e))
-        })
-    }
-
-    /// Logs an action's activity, once per action.
-    pub async fn log_activity(
-        &self,
-        action_id: i64,
-        user_id: i64,
-        action: &str,
-    ) -> Result<(), DbError> {
-        on_conn!(self, "log_activity", |conn| async {
-            diesel::insert_into(activity_log::table)
-                .values((
-                    activity_log::action_id.eq(action_id),
-                    activity_log::user_id.eq(user_id),
-                    activity_log::action.eq(action),
-                    activity_log::logged_at.eq(now()),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err(e))
-        })
-    }
-
-    /// Counts an action in the analytics, once per action however often the job runs.
-    pub async fn count_action(&self, action_id: i64, action: &str) -> Result<(), DbError> {
-        let action = action.to_owned();
-        on_conn!(self, "count_action", |conn| async {
-            let action = action.clone();
-            conn.transaction::<_, DieselError, _>(|tx| {
-                async move {
-                    let fresh = diesel::insert_into(analytics_applied::table)
-                        .values(analytics_applied::action_id.eq(action_id))
-                        .on_conflict_do_nothing()
-                        .execute(tx)
-                        .await?;
-                    if fresh == 1 {
-                        let t = now();
-                        diesel::insert_into(analytics::table)
-                            .values((
-                                analytics::action.eq(&action),
-                                analytics::count.eq(1i64),
-                                analytics::updated_at.eq(t),
-                            ))
-                            .on_conflict(analytics::action)
-                            .do_update()
-                            .set((
-                                analytics::count.eq(analytics::count + 1i64),
-                                analytics::updated_at.eq(t),
-                            ))
-                            .execute(tx)
-                            .await?;
-                    }
-                    Ok(())
-                }
-                .scope_boxed()
-            })
-            .await
-            .map_err(|e| self.err(e))
-        })
-    }
-
-    /// Counts per action, most frequent first.
-    pub async fn list_analytics(&self) -> Result<Vec<ActionCount>, DbError> {
-        on_conn!(self, "list_analytics", |conn| async {
-            analytics::table
-                .order((analytics::count.desc(), analytics::action.asc()))
-                .select(ActionCount::as_select())
-                .load(conn)
-                .await
-                .map_err(|e| self.err(e))
-        })
-    }
-
-    /// Activity log entries of an action (for checks and the API).
-    pub async fn activity_of(&self, action_id: i64) -> Result<bool, DbError> {
-        on_conn!(self, "activity_of", |conn| async {
-            activity_log::table
-                .find(action_id)
-                .count()
-                .get_result::<i64>(conn)
-                .await
-                .map(|n| n > 0)
                 .map_err(|e| self.err(e))
         })
     }

@@ -1,10 +1,10 @@
 //! Bounded per-client outbound queues, and the response-body streams that drain them.
 //!
-//! Every WebSocket session and SSE subscriber has one [`Outbound`]: a queue bounded both in
+//! Every WebSocket session and SSE subscriber has one [`ClientQueue`]: a queue bounded both in
 //! messages and in bytes. Producers (the client's own session, the `RoomBroker`, the
 //! `SseFeed`) only ever `try_send`, so a client that stops reading can never block them:
-//! when its queue is full the producer evicts it ([`Outbound::evict`]) and moves on. The
-//! queue's receiving end is the HTTP response body ([`WsOutStream`] or [`SseOutStream`]),
+//! when its queue is full the producer evicts it ([`ClientQueue::evict`]) and moves on. The
+//! queue's receiving end is the HTTP response body ([`WsBody`] or [`SseBody`]),
 //! which encodes every message that is ready into one chunk, so a burst of messages becomes
 //! one socket write (the batching of the textbook actix design, with a bound).
 //!
@@ -91,11 +91,11 @@ impl Shared {
 }
 
 /// The sending side of a client's queue. Cheap to clone; every clone feeds the same client.
-pub struct Outbound {
+pub struct ClientQueue {
     shared: Arc<Shared>,
 }
 
-impl Clone for Outbound {
+impl Clone for ClientQueue {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
         Self {
@@ -104,7 +104,7 @@ impl Clone for Outbound {
     }
 }
 
-impl Drop for Outbound {
+impl Drop for ClientQueue {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last sender is gone: let the stream finish.
@@ -113,22 +113,22 @@ impl Drop for Outbound {
     }
 }
 
-impl std::fmt::Debug for Outbound {
+impl std::fmt::Debug for ClientQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbound")
+        f.debug_struct("ClientQueue")
             .field("queued_bytes", &self.queued_bytes())
             .finish()
     }
 }
 
-/// The receiving side, turned into a response body by [`WsOutStream`] or [`SseOutStream`].
-pub struct Inbox {
+/// The receiving side, turned into a response body by [`WsBody`] or [`SseBody`].
+pub struct QueueReader {
     shared: Arc<Shared>,
     /// Frames taken from the queue in one go and not yet encoded.
     batch: VecDeque<OutFrame>,
 }
 
-impl Drop for Inbox {
+impl Drop for QueueReader {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
         st.receiver_gone = true;
@@ -138,7 +138,7 @@ impl Drop for Inbox {
 }
 
 /// A new queue with `limits`.
-pub fn queue(limits: QueueLimits) -> (Outbound, Inbox) {
+pub fn queue(limits: QueueLimits) -> (ClientQueue, QueueReader) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -151,17 +151,17 @@ pub fn queue(limits: QueueLimits) -> (Outbound, Inbox) {
         waker: AtomicWaker::new(),
     });
     (
-        Outbound {
+        ClientQueue {
             shared: shared.clone(),
         },
-        Inbox {
+        QueueReader {
             shared,
             batch: VecDeque::new(),
         },
     )
 }
 
-impl Outbound {
+impl ClientQueue {
     /// Queues `frame` without waiting. `Full` means the client is too slow.
     pub fn try_send(&self, frame: OutFrame) -> Result<(), SendError> {
         if self.shared.evicted.load(Ordering::Relaxed) {
@@ -223,7 +223,7 @@ impl Outbound {
     }
 
     /// Whether two handles feed the same client.
-    pub fn same_client(&self, other: &Outbound) -> bool {
+    pub fn same_client(&self, other: &ClientQueue) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
@@ -232,7 +232,7 @@ impl Outbound {
 /// so an idle connection holds no memory from an earlier burst.
 const IDLE_BATCH_CAPACITY: usize = 8;
 
-impl Inbox {
+impl QueueReader {
     /// Whether the queue's client was evicted as too slow.
     fn evicted(&self) -> bool {
         self.shared.evicted.load(Ordering::Relaxed)
@@ -271,16 +271,16 @@ impl Inbox {
 }
 
 /// A WebSocket response body: encodes queued frames with the server-side codec.
-pub struct WsOutStream {
-    inbox: Inbox,
+pub struct WsBody {
+    inbox: QueueReader,
     codec: Codec,
     buf: BytesMut,
     done: bool,
 }
 
-impl WsOutStream {
+impl WsBody {
     /// A body draining `inbox`.
-    pub fn new(inbox: Inbox) -> Self {
+    pub fn new(inbox: QueueReader) -> Self {
         Self {
             inbox,
             codec: Codec::new(),
@@ -290,7 +290,7 @@ impl WsOutStream {
     }
 }
 
-impl Stream for WsOutStream {
+impl Stream for WsBody {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -353,8 +353,8 @@ impl Stream for WsOutStream {
 pub const SLOW_CONSUMER_REASON: &str = "too slow: outbound queue full";
 
 /// An SSE response body: queued texts are already formatted events.
-pub struct SseOutStream {
-    inbox: Inbox,
+pub struct SseBody {
+    inbox: QueueReader,
     buf: BytesMut,
     done: bool,
     keepalive: Option<actix_rt::time::Interval>,
@@ -365,11 +365,11 @@ pub struct SseOutStream {
 /// proxies from timing the stream out and reveals a client that has gone.
 const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
-impl SseOutStream {
+impl SseBody {
     /// A body draining `inbox`, writing a keep-alive comment every `keepalive`; `on_drop`
     /// runs when the client goes away or the stream ends.
     pub fn new(
-        inbox: Inbox,
+        inbox: QueueReader,
         keepalive: Option<std::time::Duration>,
         on_drop: impl FnOnce() + Send + 'static,
     ) -> Self {
@@ -385,7 +385,7 @@ impl SseOutStream {
     }
 }
 
-impl Drop for SseOutStream {
+impl Drop for SseBody {
     fn drop(&mut self) {
         if let Some(f) = self.on_drop.take() {
             f();
@@ -393,7 +393,7 @@ impl Drop for SseOutStream {
     }
 }
 
-impl Stream for SseOutStream {
+impl Stream for SseBody {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

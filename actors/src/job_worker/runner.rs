@@ -9,19 +9,20 @@
 //!
 //! Jobs run at least once, so each is written to be safe to repeat.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::db::jobs::Job;
+use super::events::JobEvents;
+use crate::db::job_queue::Job;
 use crate::db::Database;
-use crate::job_worker::JobEvents;
+use crate::upload_store::{RemoveUpload, UploadStore};
 
 /// Job kinds.
 pub mod kind {
@@ -101,7 +102,7 @@ impl Smtp {
 pub struct Runner {
     db: Database,
     smtp: Option<Smtp>,
-    uploads_dir: PathBuf,
+    uploads: Addr<UploadStore>,
 }
 
 #[derive(Deserialize)]
@@ -130,13 +131,9 @@ struct CleanupJob {
 
 impl Runner {
     /// A runner writing to `db`, delivering mail through `smtp` when given, and removing
-    /// uploads from `uploads_dir`.
-    pub fn new(db: Database, smtp: Option<Smtp>, uploads_dir: PathBuf) -> Self {
-        Self {
-            db,
-            smtp,
-            uploads_dir,
-        }
+    /// uploads through `uploads`.
+    pub fn new(db: Database, smtp: Option<Smtp>, uploads: Addr<UploadStore>) -> Self {
+        Self { db, smtp, uploads }
     }
 
     /// Runs `job`; the error text is recorded on the job.
@@ -167,25 +164,19 @@ impl Runner {
             }
             kind::CLEANUP_UPLOAD => {
                 let p: CleanupJob = payload(job)?;
-                // Only a plain file name inside the uploads directory is ever removed.
-                if p.stored_name.contains(['/', '\\']) || p.stored_name.starts_with('.') {
-                    return Err(format!("refusing to remove {:?}", p.stored_name));
-                }
-                let path = self.uploads_dir.join(&p.stored_name);
-                let meta = self.uploads_dir.join(format!("{}.json", p.stored_name));
-                // The metadata goes first: once it is gone the file cannot be downloaded.
-                match tokio::fs::remove_file(&meta).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("cannot remove {}: {e}", meta.display())),
-                }
-                match tokio::fs::remove_file(&path).await {
-                    Ok(()) => Ok(json!({"removed": p.stored_name})),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        Ok(json!({"removed": p.stored_name, "already_gone": true}))
-                    }
-                    Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
-                }
+                let removed = self
+                    .uploads
+                    .send(RemoveUpload {
+                        id: p.stored_name.clone(),
+                    })
+                    .await
+                    .map_err(|e| format!("the upload store is unavailable: {e}"))?
+                    .map_err(|e| e.to_string())?;
+                Ok(if removed {
+                    json!({"removed": p.stored_name})
+                } else {
+                    json!({"removed": p.stored_name, "already_gone": true})
+                })
             }
             other => Err(format!("unknown job kind {other:?}")),
         }

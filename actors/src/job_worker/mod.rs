@@ -15,20 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use rand::Rng;
-use serde_json::{json, Value};
-use tokio::sync::broadcast;
 
-use crate::db::jobs::Job;
+use crate::db::job_queue::{Job, JobState};
 use crate::db::Database;
-use crate::jobs::{JobContext, Runner};
-use crate::sse_feed::{Activity, SseFeed};
+use crate::metrics;
+pub use events::{JobEvent, JobEvents, JobSnapshot};
+pub use runner::{kind, JobContext, Runner, Smtp};
 
-/// Job events kept for slow subscribers of the broadcast channel.
-pub const EVENT_BUFFER: usize = 1024;
+pub mod events;
+pub mod runner;
 
 /// How often the counts of jobs by state are refreshed for `/metrics`.
 pub const STATE_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
@@ -84,113 +81,43 @@ pub struct JobMetrics {
 impl JobMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &Registry) -> Self {
-        let by_state = IntGaugeVec::new(
-            Opts::new("courier_jobs", "Jobs in the queue by state."),
-            &["state"],
-        )
-        .expect("valid metric");
-        let running = IntGauge::new("courier_jobs_running", "Jobs running on this node.")
-            .expect("valid metric");
-        let attempts = IntCounterVec::new(
-            Opts::new(
+        Self {
+            by_state: metrics::int_gauge_vec(
+                registry,
+                "courier_jobs",
+                "Jobs in the queue by state.",
+                &["state"],
+            ),
+            running: metrics::int_gauge(
+                registry,
+                "courier_jobs_running",
+                "Jobs running on this node.",
+            ),
+            attempts: metrics::int_counter_vec(
+                registry,
                 "courier_job_attempts_total",
                 "Finished job attempts by outcome (succeeded, retried, dead).",
+                &["outcome"],
             ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let retries = IntCounter::new("courier_job_retries_total", "Job retries scheduled.")
-            .expect("valid metric");
-        let dead_letters = IntCounter::new(
-            "courier_job_dead_letters_total",
-            "Jobs dead-lettered after their last attempt.",
-        )
-        .expect("valid metric");
-        let latency = Histogram::with_opts(
-            HistogramOpts::new(
+            retries: metrics::int_counter(
+                registry,
+                "courier_job_retries_total",
+                "Job retries scheduled.",
+            ),
+            dead_letters: metrics::int_counter(
+                registry,
+                "courier_job_dead_letters_total",
+                "Jobs dead-lettered after their last attempt.",
+            ),
+            latency: metrics::histogram(
+                registry,
                 "courier_job_latency_seconds",
                 "Time from enqueueing a job to its success.",
-            )
-            .buckets(vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(by_state.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(running.clone()),
-            Box::new(attempts.clone()),
-            Box::new(retries.clone()),
-            Box::new(dead_letters.clone()),
-            Box::new(latency.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
+                &[
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ],
+            ),
         }
-        Self {
-            by_state,
-            running,
-            attempts,
-            retries,
-            dead_letters,
-            latency,
-        }
-    }
-}
-
-/// A job's state as announced to subscribers.
-pub type JobEvent = Arc<Value>;
-
-/// The event of a job row.
-pub fn job_event(job: &Job) -> Value {
-    json!({
-        "id": job.id,
-        "kind": job.kind,
-        "state": job.state,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "progress": job.progress,
-        "progress_note": job.progress_note,
-        "last_error": job.last_error,
-    })
-}
-
-/// Announces job changes to `/jobs/{id}/events` subscribers and `/sse/updates`.
-#[derive(Clone)]
-pub struct JobEvents {
-    tx: broadcast::Sender<JobEvent>,
-    feed: Option<Addr<SseFeed>>,
-}
-
-impl JobEvents {
-    /// A hub that also forwards to `feed`.
-    pub fn new(feed: Option<Addr<SseFeed>>) -> Self {
-        Self {
-            tx: broadcast::channel(EVENT_BUFFER).0,
-            feed,
-        }
-    }
-
-    /// Announces `job`'s current state.
-    pub fn announce(&self, job: &Job) {
-        let event = job_event(job);
-        if let Some(feed) = &self.feed {
-            let _ = feed.try_send(Activity::Other {
-                kind: "job".into(),
-                data: event.clone(),
-            });
-        }
-        let _ = self.tx.send(Arc::new(event));
-    }
-
-    /// Tells every subscriber that the server is shutting down: the event `{"closing": true}`,
-    /// after which `/jobs/{id}/events` streams end.
-    pub fn close(&self) {
-        let _ = self.tx.send(Arc::new(json!({"closing": true})));
-    }
-
-    /// A receiver of every later announcement.
-    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
-        self.tx.subscribe()
     }
 }
 
@@ -426,12 +353,12 @@ impl JobWorker {
         ctx.spawn(
             async move {
                 if let Ok(counts) = db.count_jobs().await {
-                    for state in ["queued", "running", "succeeded", "dead"] {
+                    for state in JobState::ALL {
                         let n = counts
                             .iter()
-                            .find(|(s, _)| s == state)
+                            .find(|(s, _)| *s == state)
                             .map_or(0, |(_, n)| *n);
-                        gauge.with_label_values(&[state]).set(n);
+                        gauge.with_label_values(&[state.as_str()]).set(n);
                     }
                 }
             }

@@ -16,14 +16,14 @@ use futures_util::Stream;
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
 
 /// Frames decoded from a WebSocket request body.
-pub struct WsInStream {
+pub struct WsFrames {
     body: BodyStream,
     codec: Codec,
     buf: BytesMut,
     closed: bool,
 }
 
-impl WsInStream {
+impl WsFrames {
     /// Decodes `body`, refusing frames larger than `max_frame_bytes`.
     pub fn new(body: BodyStream, max_frame_bytes: usize) -> Self {
         Self {
@@ -35,7 +35,7 @@ impl WsInStream {
     }
 }
 
-impl Stream for WsInStream {
+impl Stream for WsFrames {
     type Item = Result<Frame, ProtocolError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -1,0 +1,198 @@
+//! What the `RoomBroker` is told and asked, and what it answers.
+//!
+//! Sessions and handlers send these through the broker's [`super::BrokerHandle`]:
+//!
+//! - [`Connect`] / [`Disconnect`]: a WebSocket opened or closed;
+//! - [`Join`] / [`Leave`]: a member (WebSocket) or subscriber (SSE) enters or leaves a
+//!   room; `Join` replays what the client missed first;
+//! - [`Publish`]: a message for a room; answered with its sequence number;
+//! - [`Typing`]: a member is typing (relayed, debounced);
+//! - [`GetPresence`], [`GetHistory`], [`ListRooms`]: read the rooms' state;
+//! - [`CloseAll`]: the server is stopping.
+//!
+//! The broker sends [`Evicted`] back to a session it dropped for being too slow.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+
+use crate::client_queue::ClientQueue;
+use crate::protocol::MemberView;
+
+/// A connection's id, unique across nodes.
+pub type MemberId = Arc<str>;
+
+/// How a subscriber wants room events written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFormat {
+    /// `/ws/json` frames: `event`, `member_joined`, ...
+    Json,
+    /// Plain text (`/ws/chat`): the event's data when it is a string.
+    Text,
+    /// An SSE stream: `id: <seq>`, `event: message`, `data: <event JSON>`.
+    Sse,
+}
+
+/// A connection entering a room, as [`Join`] carries it.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The connection's id.
+    pub id: MemberId,
+    /// The name others see.
+    pub name: Arc<str>,
+    /// The connection's queue.
+    pub out: ClientQueue,
+    /// How events are written for it.
+    pub format: EventFormat,
+    /// Whether it appears in presence (WebSocket members) or not (SSE subscribers).
+    pub visible: bool,
+    /// Told when the broker evicts the connection for being slow.
+    pub session: Option<Recipient<Evicted>>,
+}
+
+/// A WebSocket connection opened. The broker keeps its queue so that [`CloseAll`] can
+/// close it with 1001 and a slow client can be evicted even before it joins a room.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The connection's id.
+    pub member: MemberId,
+    /// Its queue.
+    pub out: ClientQueue,
+    /// Its session.
+    pub session: Recipient<Evicted>,
+}
+
+/// A connection is gone: it leaves every room it was in.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    /// Who.
+    pub member: MemberId,
+}
+
+/// Enter a room (a WebSocket member) or follow it (an SSE subscriber). Events after
+/// `since` are replayed first, then live events follow in order. A JSON member gets a
+/// `joined` frame first.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// The room (already validated).
+    pub room: String,
+    /// Who joins.
+    pub subscriber: Subscriber,
+    /// The last sequence number the subscriber already has.
+    pub since: Option<u64>,
+}
+
+/// Leave a room; the other members are told.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// The room.
+    pub room: String,
+    /// Who leaves.
+    pub member: MemberId,
+    /// Send a `left` frame to the member.
+    pub confirm: bool,
+}
+
+/// Publish to a room. Answers the sequence number the message got.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<u64, BrokerError>")]
+pub struct Publish {
+    /// The room (already validated).
+    pub room: String,
+    /// The publisher's name.
+    pub from: Arc<str>,
+    /// The JSON value to publish.
+    pub data: Box<RawValue>,
+    /// Where to send `ack {id, seq}` (or an `error` frame), for WebSocket publishers.
+    pub ack: Option<(String, ClientQueue)>,
+}
+
+/// A member is typing: the room's other members are told, at most once per
+/// `TYPING_INTERVAL_MS` per member.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Typing {
+    /// The room.
+    pub room: String,
+    /// Who types.
+    pub member: MemberId,
+}
+
+/// The members of a room (on every node when Redis is configured). With `reply_to`, a
+/// `presence` frame is also queued there.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<MemberView>")]
+pub struct GetPresence {
+    /// The room.
+    pub room: String,
+    /// Queue a `presence` frame to this client as well.
+    pub reply_to: Option<ClientQueue>,
+}
+
+/// Recent events of a room with `seq > since`, oldest first, at most `limit`, each the
+/// JSON of an `event` frame.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<ByteString>")]
+pub struct GetHistory {
+    /// The room.
+    pub room: String,
+    /// Only events after this sequence number.
+    pub since: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Every room this node holds, with its member count and last sequence number.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<RoomSummary>")]
+pub struct ListRooms;
+
+/// One room in the answer to [`ListRooms`].
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room.
+    pub room: String,
+    /// Members (WebSocket) on this node.
+    pub members: usize,
+    /// SSE subscribers on this node.
+    pub subscribers: usize,
+    /// The last sequence number assigned.
+    pub last_seq: u64,
+}
+
+/// Close every connection (WebSocket close 1001, SSE streams ended): the server is
+/// stopping. Answers how many WebSocket connections were told.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct CloseAll;
+
+/// Sent to a session the broker evicted because its queue was full.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Evicted {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Why a publish (or a join) was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The node holds `MAX_ROOMS` rooms already.
+    #[error("the server holds its maximum of {0} rooms")]
+    TooManyRooms(usize),
+    /// The broker's mailbox is full.
+    #[error("the server is overloaded; try again")]
+    Overloaded,
+}
+
+impl From<crate::mailbox::MailboxFull> for BrokerError {
+    fn from(_: crate::mailbox::MailboxFull) -> Self {
+        Self::Overloaded
+    }
+}

@@ -1,0 +1,439 @@
+//! `RoomBroker`: the chat room broadcaster.
+//!
+//! One actor owns every room on this node: its members, presence, sequence numbers, recent
+//! history, and its SSE subscribers. WebSocket sessions and REST handlers send it the
+//! messages of [`messages`] through its [`BrokerHandle`]; nothing else touches room state.
+//!
+//! Publishing: the broker assigns the room's next sequence number, writes the event once
+//! (`ByteString`, see [`room`]), appends it to the bounded history and queues the same
+//! buffer to every subscriber with `try_send`. A subscriber whose queue is full is evicted
+//! on the spot, so a slow client never delays the others or the broker.
+//!
+//! With Redis configured ([`crate::redis_bus`]), sequence numbers are assigned once per room
+//! across nodes by Redis, every node receives every event from Redis pub/sub in `seq` order
+//! and fans it out to its own subscribers ([`bus`]), and history lives in a capped Redis
+//! stream. When Redis is unreachable the broker keeps delivering locally, numbering from the
+//! last `seq` it saw, and resumes cross-node delivery by itself once Redis is back.
+//!
+//! The parts: [`messages`] (what the broker is told and answers), [`room`] (a room and its
+//! events), [`replay`] (joining with `since`), [`queries`] (presence, history, the room
+//! list), [`bus`] (events from other nodes).
+
+mod bus;
+pub mod messages;
+mod queries;
+pub mod replay;
+mod room;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_http::ws::CloseCode;
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+
+pub use messages::*;
+use room::{MemberEntry, Room, StoredEvent};
+
+use crate::client_queue::{ClientQueue, OutFrame, SendError};
+use crate::clock::rfc3339_now;
+use crate::mailbox::Mailbox;
+use crate::metrics::RealtimeMetrics;
+use crate::protocol::ServerMsg;
+use crate::redis_bus::{BusStatus, FromBus, RedisBus};
+use crate::sse_feed::{Activity, FeedHandle};
+
+/// The broker's address with its mailbox gauge (`courier_broker_mailbox_depth`): the only
+/// way to send it messages.
+pub type BrokerHandle = Mailbox<RoomBroker>;
+
+crate::counted_handlers!(RoomBroker: Connect, Disconnect, Join, Leave, Publish, Typing,
+    GetPresence, GetHistory, ListRooms, CloseAll, FromBus, BusStatus);
+
+/// Tuning of the broker; every value comes from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Events kept per room for replay (`ROOM_HISTORY_SIZE`).
+    pub history_limit: usize,
+    /// Most rooms held at once (`MAX_ROOMS`).
+    pub max_rooms: usize,
+    /// `typing` is relayed at most once per member per room per this interval
+    /// (`TYPING_INTERVAL_MS`).
+    pub typing_interval: Duration,
+    /// A room with no subscribers and no activity for this long is dropped from memory
+    /// (`ROOM_IDLE_SECS`).
+    pub room_idle: Duration,
+    /// Mailbox capacity; senders that find it full get an `overloaded` error
+    /// (`BROKER_MAILBOX_CAPACITY`).
+    pub mailbox_capacity: usize,
+    /// Rooms with more members than this send no `member_joined`/`member_left` frames
+    /// (each would go to every member: quadratic work as a big room fills); clients ask
+    /// for `presence` instead (`PRESENCE_EVENTS_MAX_MEMBERS`).
+    pub presence_events_max_members: usize,
+}
+
+/// How often idle rooms are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The broker actor.
+pub struct RoomBroker {
+    config: BrokerConfig,
+    rooms: HashMap<Arc<str>, Room>,
+    members: HashMap<MemberId, MemberEntry>,
+    metrics: RealtimeMetrics,
+    feed: Option<FeedHandle>,
+    bus: Option<RedisBus>,
+    /// Live bus events held back while the catch-up after a reconnect is fetched.
+    held: Option<Vec<crate::redis_bus::BusEvent>>,
+}
+
+impl RoomBroker {
+    /// A broker; `feed` receives room activity for `/sse/updates`; `bus` connects nodes.
+    pub fn new(
+        config: BrokerConfig,
+        metrics: RealtimeMetrics,
+        feed: Option<FeedHandle>,
+        bus: Option<RedisBus>,
+    ) -> Self {
+        Self {
+            config,
+            rooms: HashMap::new(),
+            members: HashMap::new(),
+            metrics,
+            feed,
+            bus,
+            held: None,
+        }
+    }
+
+    /// Starts the broker on `arbiter` (a thread of its own, so fan-out never competes with
+    /// an HTTP worker's event loop) and, with Redis, its subscription to the bus.
+    pub fn start(self, arbiter: &actix_rt::ArbiterHandle) -> BrokerHandle {
+        let bus = self.bus.clone();
+        let depth = self.metrics.broker_mailbox.clone();
+        let handle = Mailbox::start(self, arbiter, depth);
+        if let Some(bus) = bus {
+            bus.start(
+                handle.recipient::<FromBus>(),
+                handle.recipient::<BusStatus>(),
+            );
+        }
+        handle
+    }
+
+    /// The bus, when it is configured and its subscription is live.
+    fn connected_bus(&self) -> Option<RedisBus> {
+        self.bus.clone().filter(RedisBus::is_connected)
+    }
+
+    fn activity(&self, activity: Activity) {
+        if let Some(feed) = &self.feed {
+            let _ = feed.try_send(activity);
+        }
+    }
+
+    fn room_mut(&mut self, name: &str) -> Result<&mut Room, BrokerError> {
+        if !self.rooms.contains_key(name) {
+            if self.rooms.len() >= self.config.max_rooms {
+                return Err(BrokerError::TooManyRooms(self.config.max_rooms));
+            }
+            let room = Room::new(name);
+            self.rooms.insert(room.name.clone(), room);
+            self.metrics.rooms.set(self.rooms.len() as i64);
+        }
+        Ok(self.rooms.get_mut(name).expect("just inserted"))
+    }
+
+    /// Whether membership changes in `room` are announced to its members.
+    fn announces_presence(&self, room: &str) -> bool {
+        self.rooms
+            .get(room)
+            .is_none_or(|r| r.visible_count() <= self.config.presence_events_max_members)
+    }
+
+    /// Queues `text` to every visible JSON member of `room` except `except`.
+    fn tell_members(&mut self, room: &str, text: &ByteString, except: Option<&MemberId>) {
+        let mut slow = Vec::new();
+        if let Some(r) = self.rooms.get(room) {
+            for sub in r.subs.values() {
+                if sub.format != EventFormat::Json || !sub.visible || Some(&sub.id) == except {
+                    continue;
+                }
+                if let Err(e) = sub.out.try_send(OutFrame::Text(text.clone())) {
+                    slow.push((sub.id.clone(), e));
+                }
+            }
+        }
+        self.drop_failed(slow);
+    }
+
+    /// Stores an event numbered `seq` and fans it out to local subscribers.
+    fn apply_event(&mut self, room: &str, seq: u64, from: &str, data: &RawValue, ts: &str) {
+        let limit = self.config.history_limit;
+        let Ok(r) = self.room_mut(room) else {
+            return;
+        };
+        if seq <= r.seq && r.history.back().is_some_and(|e| e.seq >= seq) {
+            return; // already applied (a duplicate from the bus)
+        }
+        r.seq = r.seq.max(seq);
+        r.last_active = Instant::now();
+        let mut ev = StoredEvent::new(room, seq, from, data, ts);
+        let mut delivered = 0u64;
+        let mut failed = Vec::new();
+        let (mut text, mut sse) = (None, None);
+        for sub in r.subs.values() {
+            let payload = match sub.format {
+                EventFormat::Json => ev.json.clone(),
+                EventFormat::Text => text
+                    .get_or_insert_with(|| ev.render(EventFormat::Text))
+                    .clone(),
+                EventFormat::Sse => sse
+                    .get_or_insert_with(|| ev.render(EventFormat::Sse))
+                    .clone(),
+            };
+            match sub.out.try_send(OutFrame::Text(payload)) {
+                Ok(()) => delivered += 1,
+                Err(e) => failed.push((sub.id.clone(), e)),
+            }
+        }
+        r.remember(ev, limit);
+        self.metrics.delivered.inc_by(delivered);
+        self.drop_failed(failed);
+        self.activity(Activity::Published {
+            room: room.to_owned(),
+            seq,
+        });
+    }
+
+    /// Removes subscribers whose queue failed: full ones are evicted as slow.
+    fn drop_failed(&mut self, failed: Vec<(MemberId, SendError)>) {
+        for (id, err) in failed {
+            if err == SendError::Full {
+                self.metrics.slow_clients_dropped.inc();
+                if let Some(entry) = self.members.get(&id) {
+                    entry.out.evict();
+                    if let Some(session) = &entry.session {
+                        let _ = session.try_send(Evicted {
+                            reason: "outbound queue full",
+                        });
+                    }
+                }
+                log::info!("member={id} evicted: outbound queue full (slow consumer)");
+            }
+            self.remove_member(&id);
+        }
+    }
+
+    /// Takes a member out of every room, telling the others.
+    fn remove_member(&mut self, id: &MemberId) {
+        let Some(entry) = self.members.remove(id) else {
+            return;
+        };
+        for room in entry.rooms {
+            self.leave_room(&room, id, false);
+        }
+    }
+
+    fn leave_room(&mut self, room: &str, id: &MemberId, confirm: bool) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(sub) = r.subs.swap_remove(id) else {
+            return;
+        };
+        r.typing.remove(id);
+        r.last_active = Instant::now();
+        if let Some(entry) = self.members.get_mut(id) {
+            entry.rooms.retain(|x| &**x != room);
+        }
+        if !sub.visible {
+            return;
+        }
+        self.metrics.members.dec();
+        if confirm {
+            let _ = sub.out.text(ServerMsg::Left { room }.to_text());
+        }
+        let view = sub.view();
+        if self.announces_presence(room) {
+            let text = ServerMsg::MemberLeft {
+                room,
+                member: &view,
+            }
+            .to_text()
+            .into();
+            self.tell_members(room, &text, Some(id));
+        }
+        if let Some(bus) = &self.bus {
+            bus.presence_left(room, &view);
+        }
+        self.activity(Activity::MemberLeft {
+            room: room.to_owned(),
+            name: view.name,
+        });
+    }
+
+    fn sweep(&mut self) {
+        let idle = self.config.room_idle;
+        let before = self.rooms.len();
+        self.rooms
+            .retain(|_, r| !r.subs.is_empty() || r.last_active.elapsed() < idle);
+        if self.rooms.len() != before {
+            self.metrics.rooms.set(self.rooms.len() as i64);
+        }
+    }
+}
+
+impl Actor for RoomBroker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+        ctx.run_interval(SWEEP_INTERVAL, |this, _| this.sweep());
+    }
+}
+
+impl Handler<Connect> for RoomBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.members.entry(msg.member).or_insert(MemberEntry {
+            rooms: Vec::new(),
+            out: msg.out,
+            session: Some(msg.session),
+        });
+    }
+}
+
+impl Handler<Disconnect> for RoomBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        self.remove_member(&msg.member);
+    }
+}
+
+impl Handler<Leave> for RoomBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Self::Context) {
+        self.leave_room(&msg.room, &msg.member, msg.confirm);
+    }
+}
+
+/// Queues `ack {id, seq}` to a WebSocket publisher.
+fn send_ack(ack: &Option<(String, ClientQueue)>, seq: u64) {
+    if let Some((id, out)) = ack {
+        let _ = out.text(ServerMsg::Ack { id, seq }.to_text());
+    }
+}
+
+impl Handler<Publish> for RoomBroker {
+    type Result = ResponseActFuture<Self, Result<u64, BrokerError>>;
+
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+        let Publish {
+            room,
+            from,
+            data,
+            ack,
+        } = msg;
+        let last_seq = match self.room_mut(&room) {
+            Ok(r) => r.seq,
+            Err(e) => {
+                if let Some((_, out)) = &ack {
+                    let _ = out.text(
+                        ServerMsg::Error {
+                            code: "too_many_rooms",
+                            message: &e.to_string(),
+                        }
+                        .to_text(),
+                    );
+                }
+                return Box::pin(actix::fut::ready(Err(e)));
+            }
+        };
+        self.metrics.published.inc();
+        let ts = rfc3339_now();
+
+        if let Some(bus) = self.connected_bus() {
+            // Redis numbers the event and broadcasts it to every node, this one included;
+            // delivery happens when it comes back on the subscription, in seq order.
+            let fut = bus.publish(
+                room.clone(),
+                from.clone(),
+                data.clone(),
+                ts.clone(),
+                last_seq,
+            );
+            return Box::pin(
+                fut.into_actor(self)
+                    .map(move |result, this, _| match result {
+                        Ok(seq) => {
+                            send_ack(&ack, seq);
+                            Ok(seq)
+                        }
+                        Err(e) => {
+                            // Redis failed mid-publish: deliver locally so nothing accepted is lost.
+                            log::warn!("room={room} bus publish failed ({e}); delivering locally");
+                            let seq = this.rooms.get(&*room).map(|r| r.seq).unwrap_or(last_seq) + 1;
+                            this.apply_event(&room, seq, &from, &data, &ts);
+                            send_ack(&ack, seq);
+                            Ok(seq)
+                        }
+                    }),
+            );
+        }
+
+        let seq = last_seq + 1;
+        self.apply_event(&room, seq, &from, &data, &ts);
+        send_ack(&ack, seq);
+        Box::pin(actix::fut::ready(Ok(seq)))
+    }
+}
+
+impl Handler<Typing> for RoomBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, _: &mut Self::Context) {
+        let interval = self.config.typing_interval;
+        let Some(r) = self.rooms.get_mut(msg.room.as_str()) else {
+            return;
+        };
+        let Some(sub) = r.subs.get(&msg.member) else {
+            return;
+        };
+        let now = Instant::now();
+        if r.typing
+            .get(&msg.member)
+            .is_some_and(|t| now.duration_since(*t) < interval)
+        {
+            return; // debounced
+        }
+        r.typing.insert(msg.member.clone(), now);
+        let text = ServerMsg::Typing {
+            room: &msg.room,
+            from: &sub.name,
+        }
+        .to_text()
+        .into();
+        self.tell_members(&msg.room, &text, Some(&msg.member));
+    }
+}
+
+impl Handler<CloseAll> for RoomBroker {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseAll, _: &mut Self::Context) -> usize {
+        let n = self.members.len();
+        for entry in self.members.values() {
+            let _ = entry.out.try_send(OutFrame::Close(
+                CloseCode::Away,
+                "server shutting down".to_owned(),
+            ));
+        }
+        n
+    }
+}
