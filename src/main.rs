@@ -21,7 +21,14 @@ enum Command {
     /// Run the server (the default).
     Serve,
     /// Print the effective configuration, secrets redacted, with where each value came from.
-    Config,
+    Config {
+        /// Instead, describe every setting: what it is for, its default, what it accepts.
+        #[arg(long, conflicts_with = "defaults")]
+        explain: bool,
+        /// Instead, print the defaults as config/default.toml holds them.
+        #[arg(long)]
+        defaults: bool,
+    },
     /// Apply the database migrations (Postgres at DATABASE_URL, else the embedded SQLite
     /// file) and exit; the server also applies them at start-up.
     Migrate,
@@ -38,6 +45,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Config { explain, defaults }) = &cli.command {
+        // These describe the settings themselves: they need no valid configuration.
+        let text = match (explain, defaults) {
+            (true, _) => Some(courier::config::settings::explain()),
+            (_, true) => Some(courier::config::settings::default_toml()),
+            _ => None,
+        };
+        if let Some(text) = text {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -46,7 +65,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Config => {
+        Command::Config { .. } => {
             let _ = std::io::stdout().write_all(config.render().as_bytes());
             ExitCode::SUCCESS
         }

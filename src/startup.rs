@@ -15,19 +15,17 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use courier_actors::cache::{Cache, CacheConfig, CacheMetrics};
-use courier_actors::client_queue::QueueLimits;
+use courier_actors::cache::{Cache, CacheMetrics, RedisCache};
 use courier_actors::db::documents::DocumentStore;
-use courier_actors::db::{Database, DbMetrics, DbSettings};
+use courier_actors::db::{Database, DbMetrics};
 use courier_actors::db_executor::DbExecutor;
 use courier_actors::job_worker::{JobEvents, JobMetrics, JobWorker, ReleaseJobs, Runner, Smtp};
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::redis_bus::RedisBus;
-use courier_actors::room_broker::{BrokerConfig, CloseAll, RoomBroker};
-use courier_actors::sse_feed::{CloseFeeds, FeedConfig, SseFeed};
+use courier_actors::room_broker::{CloseAll, RoomBroker};
+use courier_actors::sse_feed::{CloseFeeds, SseFeed};
 use courier_actors::stores::{self, with_timeout};
 use courier_actors::upload_store::UploadStore;
-use courier_actors::ws_session::SessionConfig;
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -157,7 +155,7 @@ impl Application {
             .unwrap_or(1);
         let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
         let cpu_slots = Arc::new(Semaphore::new(cores));
-        let cache = start_cache(&config, &metrics, &stores, &arbiter, cpu_slots.clone());
+        let cache = start_cache(&config, &metrics, &stores, &arbiter);
         let uploads = {
             let store = UploadStore::new(&config.data_dir, config.files.ttl);
             UploadStore::start_in_arbiter(&arbiter.handle(), move |_| store)
@@ -364,7 +362,6 @@ fn start_cache(
     metrics: &Metrics,
     stores: &Stores,
     arbiter: &actix_rt::Arbiter,
-    cpu_slots: Arc<Semaphore>,
 ) -> actix::Addr<Cache> {
     let redis = stores.redis_cache.clone().or_else(|| stores.redis.clone());
     log::info!(
@@ -375,14 +372,12 @@ fn start_cache(
             "in process"
         }
     );
-    let cache_config = CacheConfig {
-        ttl: config.cache.ttl,
-        max_entries: config.cache.max_entries,
-        rounds: config.cache.rounds,
-        redis_prefix: format!("{}:cache:", config.app_name),
-        redis_timeout: config.redis_command_timeout,
-        cpu_slots,
-    };
+    let redis = redis.map(|pool| RedisCache {
+        pool,
+        prefix: format!("{}:cache:", config.app_name),
+        timeout: config.redis_command_timeout,
+    });
+    let cache_config = config.cache.clone();
     let cache_metrics = CacheMetrics::register(metrics.registry());
     Cache::start_in_arbiter(&arbiter.handle(), move |_| {
         Cache::new(cache_config, cache_metrics, redis)
@@ -400,12 +395,7 @@ fn start_realtime(
     let node: Arc<str> = node_id().into();
     let realtime_metrics = RealtimeMetrics::register(metrics.registry());
     let arbiter = actix_rt::Arbiter::new();
-    let feed_config = FeedConfig {
-        heartbeat: rt.sse_heartbeat,
-        coalesce: rt.updates_coalesce,
-    };
-    let feed_metrics = realtime_metrics.clone();
-    let feed = SseFeed::new(feed_config, feed_metrics).start(&arbiter.handle());
+    let feed = SseFeed::new(rt.feed.clone(), realtime_metrics.clone()).start(&arbiter.handle());
     let bus = match (&config.redis_url, &stores.redis) {
         (Some(url), Some(pool)) => Some(
             RedisBus::new(
@@ -413,7 +403,7 @@ fn start_realtime(
                 pool.clone(),
                 &config.app_name,
                 &node,
-                rt.history_size,
+                rt.broker.history_limit,
                 config.redis_command_timeout,
             )
             .context("REDIS_URL is not usable for the bus")?,
@@ -421,29 +411,12 @@ fn start_realtime(
         _ => None,
     };
     let broker = RoomBroker::new(
-        BrokerConfig {
-            history_limit: rt.history_size,
-            max_rooms: rt.max_rooms,
-            typing_interval: rt.typing_interval,
-            room_idle: rt.room_idle,
-            mailbox_capacity: rt.broker_mailbox,
-            presence_events_max_members: rt.presence_events_max_members,
-        },
+        rt.broker.clone(),
         realtime_metrics.clone(),
         Some(feed.clone()),
         bus,
-    );
-    let broker = broker.start(&arbiter.handle());
-    let session = Arc::new(SessionConfig {
-        heartbeat: rt.heartbeat,
-        client_timeout: rt.client_timeout,
-        max_message_bytes: rt.max_message_bytes,
-        rate_per_sec: rt.rate_per_sec,
-        rate_burst: rt.rate_burst,
-        flood_limit: rt.flood_limit,
-        max_rooms: rt.max_rooms_per_connection,
-        anonymous_publish: rt.anonymous_publish,
-    });
+    )
+    .start(&arbiter.handle());
     log::info!(
         "realtime: node {node}; rooms {}",
         if config.redis_url.is_some() {
@@ -452,20 +425,15 @@ fn start_realtime(
             "in process"
         }
     );
-    Ok((
-        Realtime::new(
-            broker,
-            feed,
-            realtime_metrics,
-            session,
-            QueueLimits {
-                messages: rt.outbound_messages,
-                bytes: rt.outbound_bytes,
-            },
-            node,
-        ),
-        arbiter,
-    ))
+    let realtime = Realtime::new(
+        broker,
+        feed,
+        realtime_metrics,
+        Arc::new(rt.session.clone()),
+        rt.queue,
+        node,
+    );
+    Ok((realtime, arbiter))
 }
 
 /// Creates the pools and clients of the configured stores. None connects here: a store
@@ -541,13 +509,10 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
 /// `APP_DATA_DIR`) with the document store (MongoDB when `MONGODB_URI` is set, else the
 /// relational store). Nothing connects here.
 pub fn build_database(config: &Config, metrics: &Metrics, stores: &Stores) -> Database {
-    let settings = DbSettings {
-        pool: config.db_pool.clone(),
-        statement_timeout: config.db_statement_timeout,
-    };
+    let settings = config.db.clone();
     let db_metrics = DbMetrics::register(metrics.registry());
     let documents = match &stores.mongo {
-        Some(client) => DocumentStore::mongo(client, &config.app_name, config.db_statement_timeout),
+        Some(client) => DocumentStore::mongo(client, &config.app_name, config.db.statement_timeout),
         None => DocumentStore::Relational,
     };
     match &config.database_url {

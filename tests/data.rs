@@ -890,17 +890,14 @@ async fn a_database_down_at_start_up_is_migrated_and_used_once_it_is_up() {
 /// (the job worker handing its jobs back) must not leave failing connections in the pool.
 #[actix_rt::test]
 async fn a_pooled_sqlite_connection_outlives_the_runtime_that_opened_it() {
-    use courier_actors::db::{Database, DbMetrics, DbSettings, DocumentStore};
+    use courier_actors::db::{Database, DbMetrics, DocumentStore};
     let dir = tempfile::tempdir().unwrap();
     // One connection, so the second query must reuse the first one's.
     let config = common::test_config(
         &dir,
         &[("DB_POOL_MAX_SIZE", "1"), ("DB_POOL_MIN_IDLE", "1")],
     );
-    let settings = DbSettings {
-        pool: config.db_pool.clone(),
-        statement_timeout: config.db_statement_timeout,
-    };
+    let settings = config.db.clone();
     let path = dir.path().to_owned();
     let db = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {

@@ -334,13 +334,10 @@ async fn an_smtp_server_that_goes_silent_times_out_and_the_job_is_dead_lettered(
 /// dead-letters such jobs and before the claim; the next sweep dead-letters it.
 async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
     use courier_actors::db::job_queue::{JobState, NewJob};
-    use courier_actors::db::{Database, DbMetrics, DbSettings, DocumentStore};
+    use courier_actors::db::{Database, DbMetrics, DocumentStore};
     let dir = tempfile::tempdir().unwrap();
     let config = common::test_config(&dir, &[]);
-    let settings = DbSettings {
-        pool: config.db_pool.clone(),
-        statement_timeout: config.db_statement_timeout,
-    };
+    let settings = config.db.clone();
     let metrics = DbMetrics::register(&prometheus::Registry::new());
     let (db, url) = match backend {
         Backend::Sqlite => (

@@ -49,7 +49,7 @@ pub enum CacheError {
 }
 
 /// The cache's settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     /// How long a value is kept (`CACHE_TTL_SECS`).
     pub ttl: Duration,
@@ -57,13 +57,17 @@ pub struct CacheConfig {
     pub max_entries: usize,
     /// SHA-256 rounds of the computation behind `/expensive-data` (`EXPENSIVE_ROUNDS`).
     pub rounds: u32,
-    /// Prefix of Redis keys: `{APP_NAME}:cache:`.
-    pub redis_prefix: String,
-    /// Deadline of one Redis command.
-    pub redis_timeout: Duration,
-    /// Slots for CPU-heavy work, shared with the server's other such work (one per core):
-    /// a flood of distinct keys queues here instead of oversubscribing the machine.
-    pub cpu_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Where the cache keeps values when Redis is configured.
+#[derive(Clone)]
+pub struct RedisCache {
+    /// The pool (`REDIS_URL_CACHE`, else `REDIS_URL`).
+    pub pool: RedisPool,
+    /// Prefix of the keys: `{APP_NAME}:cache:`.
+    pub prefix: String,
+    /// Deadline of one command (`REDIS_COMMAND_TIMEOUT_MS`).
+    pub timeout: Duration,
 }
 
 /// The cache metrics.
@@ -127,7 +131,7 @@ pub fn compute_expensive_result(key: &str, rounds: u32) -> Value {
 pub struct Cache {
     config: CacheConfig,
     metrics: CacheMetrics,
-    redis: Option<RedisPool>,
+    redis: Option<RedisCache>,
     /// In-process values with their expiry (only without Redis).
     local: HashMap<String, (Arc<Value>, Instant)>,
     /// Keys being computed, with the requests waiting for them.
@@ -136,7 +140,7 @@ pub struct Cache {
 
 impl Cache {
     /// A cache on Redis when `redis` is given, in process otherwise.
-    pub fn new(config: CacheConfig, metrics: CacheMetrics, redis: Option<RedisPool>) -> Self {
+    pub fn new(config: CacheConfig, metrics: CacheMetrics, redis: Option<RedisCache>) -> Self {
         Self {
             config,
             metrics,
@@ -241,12 +245,12 @@ impl Handler<GetOrCompute> for Cache {
         let metrics = self.metrics.clone();
         let fetch_key = key.clone();
         let work = async move {
-            let redis_key = format!("{}{}", config.redis_prefix, fetch_key);
-            if let Some(pool) = &redis {
+            let stored_key = redis.as_ref().map(|s| format!("{}{fetch_key}", s.prefix));
+            if let (Some(store), Some(stored_key)) = (&redis, &stored_key) {
                 let mut cmd = redis::cmd("GET");
-                cmd.arg(&redis_key);
+                cmd.arg(stored_key);
                 let found: Option<Option<String>> =
-                    redis_call(pool, config.redis_timeout, &metrics, "GET", cmd).await;
+                    redis_call(&store.pool, store.timeout, &metrics, "GET", cmd).await;
                 if let Some(value) = found
                     .flatten()
                     .and_then(|text| serde_json::from_str::<Value>(&text).ok())
@@ -263,14 +267,14 @@ impl Handler<GetOrCompute> for Cache {
                 tokio::task::spawn_blocking(move || compute_expensive_result(&fetch_key, rounds))
                     .await
                     .map_err(|e| CacheError::Compute(e.to_string()))?;
-            if let Some(pool) = &redis {
+            if let (Some(store), Some(stored_key)) = (&redis, &stored_key) {
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&redis_key)
+                cmd.arg(stored_key)
                     .arg(value.to_string())
                     .arg("EX")
                     .arg(config.ttl.as_secs().max(1));
                 let _: Option<()> =
-                    redis_call(pool, config.redis_timeout, &metrics, "SET", cmd).await;
+                    redis_call(&store.pool, store.timeout, &metrics, "SET", cmd).await;
             }
             Ok(Lookup {
                 data: Arc::new(value),

@@ -70,7 +70,7 @@ pub async fn send_email(
 ) -> Result<HttpResponse, AppError> {
     // Where anonymous publishing is off (production), so is anonymous mail: otherwise
     // the server would relay mail to any address for anyone.
-    if !state.config.realtime.anonymous_publish {
+    if !state.config.realtime.session.anonymous_publish {
         crate::auth::user_from_request(&state.config.jwt_secret, &req)?
             .ok_or(crate::auth::AuthError::Missing)?;
     }

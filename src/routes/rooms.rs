@@ -70,7 +70,7 @@ pub async fn publish(
         auth::user_from_request(&state.config.jwt_secret, &req)?.ok_or(auth::AuthError::Missing)?;
     let room = room_name(path)?;
     let data = body.into_inner().data;
-    let max = state.config.realtime.max_message_bytes;
+    let max = state.config.realtime.session.max_message_bytes;
     if data.get().len() > max {
         return Err(AppError::PayloadTooLarge(format!(
             "data is {} bytes; the limit is {max} bytes",

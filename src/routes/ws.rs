@@ -82,7 +82,10 @@ fn accept(
         rt.session.clone(),
         rt.metrics.clone(),
     );
-    let frames = WsFrames::new(Box::pin(body), state.config.realtime.max_message_bytes);
+    let frames = WsFrames::new(
+        Box::pin(body),
+        state.config.realtime.session.max_message_bytes,
+    );
     WsSession::create(move |ctx| {
         ctx.add_stream(frames);
         session

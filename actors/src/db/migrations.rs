@@ -11,7 +11,7 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::{Backend, DbError, DbSettings};
+use super::{Backend, DbConfig, DbError};
 
 /// The Postgres migrations.
 pub const POSTGRES: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -46,7 +46,7 @@ fn run_postgres(
     result
 }
 
-fn run_sqlite(path: &str, settings: &DbSettings) -> Result<Vec<String>, BoxError> {
+fn run_sqlite(path: &str, settings: &DbConfig) -> Result<Vec<String>, BoxError> {
     use diesel::connection::SimpleConnection;
     let mut conn = diesel::SqliteConnection::establish(path)?;
     // WAL lets readers work while one writer writes; the mode is kept in the file.
@@ -58,11 +58,7 @@ fn run_sqlite(path: &str, settings: &DbSettings) -> Result<Vec<String>, BoxError
 }
 
 /// Applies the pending migrations for `backend` at `url`; returns the versions applied.
-pub async fn run(
-    backend: Backend,
-    url: &str,
-    settings: &DbSettings,
-) -> Result<Vec<String>, DbError> {
+pub async fn run(backend: Backend, url: &str, settings: &DbConfig) -> Result<Vec<String>, DbError> {
     let url = url.to_owned();
     let settings = settings.clone();
     let task = match backend {

@@ -39,7 +39,7 @@ use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::metrics;
 
-use crate::stores::PoolSettings;
+use crate::stores::PoolConfig;
 
 pub use documents::DocumentStore;
 
@@ -232,10 +232,10 @@ impl DbMetrics {
 }
 
 /// Database settings from configuration.
-#[derive(Debug, Clone)]
-pub struct DbSettings {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbConfig {
     /// Pool sizes and timeouts.
-    pub pool: PoolSettings,
+    pub pool: PoolConfig,
     /// `DB_STATEMENT_TIMEOUT_MS`.
     pub statement_timeout: Duration,
 }
@@ -249,7 +249,7 @@ struct Inner {
     pools: Pools,
     /// What the pool connects to: the Postgres URL or the SQLite file path.
     url: String,
-    settings: DbSettings,
+    settings: DbConfig,
     metrics: DbMetrics,
     /// True once the migrations have been applied.
     schema_ready: AtomicBool,
@@ -354,7 +354,7 @@ impl Database {
     /// stop start-up.
     pub fn postgres(
         url: &str,
-        settings: DbSettings,
+        settings: DbConfig,
         metrics: DbMetrics,
         documents: DocumentStore,
     ) -> Self {
@@ -380,7 +380,7 @@ impl Database {
     /// The embedded SQLite file `SQLITE_FILE` in `data_dir` (which must exist).
     pub fn sqlite(
         data_dir: &Path,
-        settings: DbSettings,
+        settings: DbConfig,
         metrics: DbMetrics,
         documents: DocumentStore,
     ) -> Self {
@@ -410,7 +410,7 @@ impl Database {
     fn new(
         pools: Pools,
         url: &str,
-        settings: DbSettings,
+        settings: DbConfig,
         metrics: DbMetrics,
         documents: DocumentStore,
     ) -> Self {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Connection-pool settings shared by the relational and Redis pools.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolSettings {
+pub struct PoolConfig {
     /// Connections kept open when idle (asyncpg `min_size`).
     pub min_idle: u32,
     /// Most connections open at once (asyncpg `max_size`).
@@ -25,7 +25,7 @@ pub struct PoolSettings {
     pub max_lifetime: Duration,
 }
 
-impl PoolSettings {
+impl PoolConfig {
     /// A bb8 pool builder with these settings.
     pub fn builder<M: bb8::ManageConnection>(&self) -> bb8::Builder<M> {
         bb8::Pool::builder()

@@ -3,7 +3,7 @@
 use bb8_redis::redis;
 use bb8_redis::RedisConnectionManager;
 
-use super::{PoolSettings, StoreError};
+use super::{PoolConfig, StoreError};
 
 /// A pool of Redis connections.
 pub type RedisPool = bb8::Pool<RedisConnectionManager>;
@@ -11,7 +11,7 @@ pub type RedisPool = bb8::Pool<RedisConnectionManager>;
 const STORE: &str = "redis";
 
 /// Builds the pool without connecting; connections open on first use.
-pub fn pool(url: &str, settings: &PoolSettings) -> Result<RedisPool, StoreError> {
+pub fn pool(url: &str, settings: &PoolConfig) -> Result<RedisPool, StoreError> {
     let manager = RedisConnectionManager::new(url).map_err(|e| StoreError::Unavailable {
         store: STORE,
         reason: e.to_string(),
