@@ -7,9 +7,9 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod http_client;
 pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
-pub mod upstream;

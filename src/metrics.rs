@@ -83,7 +83,7 @@ impl Metrics {
                 upstream_errors: metrics::int_counter_vec(
                     r,
                     "courier_upstream_errors_total",
-                    "Failed outbound HTTP calls by upstream and kind (bad_gateway, gateway_timeout).",
+                    "Failed upstream HTTP calls by upstream and kind (bad_gateway, gateway_timeout).",
                     &["upstream", "kind"],
                 ),
                 registry,
@@ -91,7 +91,7 @@ impl Metrics {
         }
     }
 
-    /// Records one finished outbound call to `upstream`.
+    /// Records one finished upstream call to `upstream`.
     pub fn observe_upstream(&self, upstream: &str, seconds: f64, error: Option<&'static str>) {
         self.inner
             .upstream_latency

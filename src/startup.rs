@@ -1,5 +1,5 @@
-//! Building and running the application: the lifespan of the seed's `lifespan()` context
-//! manager, done with a listener, shared handles and graceful shutdown.
+//! Building and running the application: its lifespan, with a listener, shared handles and
+//! graceful shutdown.
 //!
 //! [`Application::build`] binds the listener (port 0 picks a free port), creates the store
 //! pools and clients, and starts the HTTP workers. [`Application::run_until_stopped`] serves
@@ -31,11 +31,11 @@ use url::Url;
 
 use crate::config::Config;
 use crate::error::extractor_configs;
+use crate::http_client;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::{AppState, Realtime, Stores};
 use crate::telemetry::Telemetry;
-use crate::upstream;
 
 /// Connections the kernel queues for `accept` (bursts of thousands of WebSocket clients).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -201,7 +201,9 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(web::Data::new(executor))
-                .app_data(web::Data::new(upstream::build_client(&config.http_client)))
+                .app_data(web::Data::new(http_client::build_client(
+                    &config.http_client,
+                )))
                 .app_data(json)
                 .app_data(query)
                 .app_data(path)

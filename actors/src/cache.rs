@@ -109,7 +109,7 @@ impl CacheMetrics {
     }
 }
 
-/// The seed's `compute_expensive_result(key)`: `rounds` rounds of SHA-256 over the key.
+/// The expensive computation behind `/expensive-data`: `rounds` rounds of SHA-256 over the key.
 /// CPU-bound, deterministic, and slow enough (about 0.1 s at the default) to be worth
 /// caching.
 pub fn compute_expensive_result(key: &str, rounds: u32) -> Value {
@@ -122,7 +122,7 @@ pub fn compute_expensive_result(key: &str, rounds: u32) -> Value {
         "key": key,
         "digest": hex::encode(digest),
         "rounds": rounds,
-        "computed_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "computed_at": crate::clock::rfc3339_now(),
         "compute_ms": started.elapsed().as_secs_f64() * 1000.0,
     })
 }

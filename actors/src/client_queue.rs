@@ -427,3 +427,90 @@ impl Stream for SseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use futures_util::task::noop_waker;
+
+    use super::*;
+
+    fn text(n: usize) -> OutFrame {
+        OutFrame::Text("x".repeat(n).into())
+    }
+
+    fn drain(reader: &mut QueueReader) -> Vec<OutFrame> {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(frame)) = reader.poll_frame(&mut cx) {
+            out.push(frame);
+        }
+        out
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_messages() {
+        let (out, _reader) = queue(QueueLimits {
+            messages: 2,
+            bytes: 1000,
+        });
+        assert_eq!(out.try_send(text(1)), Ok(()));
+        assert_eq!(out.try_send(OutFrame::Ping), Ok(()));
+        assert_eq!(out.try_send(text(1)), Err(SendError::Full));
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes() {
+        let (out, mut reader) = queue(QueueLimits {
+            messages: 100,
+            bytes: 10,
+        });
+        assert_eq!(out.try_send(text(6)), Ok(()));
+        assert_eq!(out.try_send(text(5)), Err(SendError::Full));
+        assert_eq!(out.queued_bytes(), 6);
+        // Once the reader takes what is queued, there is room again.
+        assert_eq!(drain(&mut reader).len(), 1);
+        assert_eq!(out.try_send(text(10)), Ok(()));
+    }
+
+    #[test]
+    fn an_evicted_or_abandoned_queue_refuses_more() {
+        let (out, mut reader) = queue(QueueLimits {
+            messages: 10,
+            bytes: 100,
+        });
+        out.text("a").unwrap();
+        out.evict();
+        assert!(out.is_closed());
+        assert_eq!(out.text("b"), Err(SendError::Closed));
+        assert!(drain(&mut reader).is_empty(), "what was queued is dropped");
+
+        let (out, reader) = queue(QueueLimits {
+            messages: 10,
+            bytes: 100,
+        });
+        drop(reader);
+        assert_eq!(out.text("c"), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn the_stream_ends_when_every_sender_is_gone() {
+        let (out, mut reader) = queue(QueueLimits {
+            messages: 10,
+            bytes: 100,
+        });
+        let other = out.clone();
+        out.text("last words").unwrap();
+        drop(out);
+        drop(other);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            reader.poll_frame(&mut cx),
+            Poll::Ready(Some(OutFrame::Text(_)))
+        ));
+        assert!(matches!(reader.poll_frame(&mut cx), Poll::Ready(None)));
+    }
+}

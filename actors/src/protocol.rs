@@ -350,4 +350,42 @@ mod tests {
         );
         assert_eq!(code(r#"{"type":"publish","room":"a"}"#), "invalid_message");
     }
+
+    #[test]
+    fn room_names() {
+        for ok in [
+            "lobby",
+            "chat:lobby",
+            "a",
+            "A-b_c.d:e",
+            &"x".repeat(MAX_ROOM_NAME_LEN),
+        ] {
+            assert!(validate_room(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "no spaces",
+            "slash/es",
+            "ünïcode",
+            "#hash",
+            &"x".repeat(MAX_ROOM_NAME_LEN + 1),
+        ] {
+            assert!(validate_room(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publish_ids_are_bounded() {
+        let frame = |id: &str| format!(r#"{{"type":"publish","room":"a","data":1,"id":"{id}"}}"#);
+        assert!(parse_client(&frame("c1")).is_ok());
+        assert_eq!(
+            parse_client(&frame("")).unwrap_err().code,
+            "invalid_message"
+        );
+        let long = "i".repeat(MAX_CLIENT_ID_LEN + 1);
+        assert_eq!(
+            parse_client(&frame(&long)).unwrap_err().code,
+            "invalid_message"
+        );
+    }
 }

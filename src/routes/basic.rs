@@ -1,23 +1,22 @@
-//! The seed's basic routes: blocking work, async waits, CPU work and upstream I/O, each done
+//! The basic routes: blocking work, async waits, CPU work and upstream I/O, each done
 //! so it never stalls the event loop.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{AppError, ErrorBody};
+use crate::http_client;
 use crate::state::AppState;
-use crate::upstream;
 
-/// The seed's wait for `/sync` and `/async`.
+/// The default wait of `/sync` and `/async`.
 pub const DEFAULT_WAIT_MS: u64 = 1000;
 /// Longest wait a client may ask of `/sync` or `/async`.
 pub const MAX_WAIT_MS: u64 = 10_000;
-/// The seed's `range(10000000)` for `/cpu-intensive`.
+/// The default `n` of `/cpu-intensive`: squares of the numbers below ten million.
 pub const DEFAULT_CPU_N: u64 = 10_000_000;
 /// Largest `n` a client may ask of `/cpu-intensive` (about a second of one core).
 pub const MAX_CPU_N: u64 = 200_000_000;
@@ -115,7 +114,7 @@ pub struct CpuResponse {
     n: u64,
 }
 
-/// The seed's CPU work, computed off the event loop.
+/// CPU-bound work, computed off the event loop.
 pub fn sum_of_squares(n: u64) -> u128 {
     let mut total: u128 = 0;
     for i in 0..n {
@@ -126,7 +125,7 @@ pub fn sum_of_squares(n: u64) -> u128 {
     total
 }
 
-/// The seed's `sum(i * i for i in range(10000000))`, on a blocking-pool thread with at most
+/// `sum(i * i for i in range(n))` (in Python's words), on a blocking-pool thread with at most
 /// one such computation per core at a time.
 #[utoipa::path(
     get, path = "/cpu-intensive", tag = "basics", params(CpuQuery),
@@ -157,7 +156,7 @@ pub async fn cpu_intensive(
     Ok(web::Json(CpuResponse { result, n }))
 }
 
-/// The seed's I/O-bound call: GET the configured upstream through the shared client.
+/// An I/O-bound call: GET the configured upstream through the shared client.
 #[utoipa::path(
     get, path = "/io-intensive", tag = "basics",
     responses(
@@ -170,7 +169,7 @@ pub async fn io_intensive(
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<web::Json<Value>, AppError> {
-    let body = upstream::get_json(
+    let body = http_client::get_json(
         &client,
         state.upstream_url.as_str(),
         &state.config.http_client,
@@ -179,7 +178,7 @@ pub async fn io_intensive(
     Ok(web::Json(body))
 }
 
-/// The seed's pooled-client example: the same upstream, the same shared client.
+/// The pooled-client route: the same upstream, the same shared client.
 #[utoipa::path(
     get, path = "/external-api", tag = "basics",
     responses(
@@ -204,7 +203,7 @@ pub async fn external_api(
 pub async fn demo_data() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "source": "courier demo upstream",
-        "generated_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "generated_at": courier_actors::clock::rfc3339_now(),
         "items": [
             {"id": 1, "name": "alpha", "value": 42},
             {"id": 2, "name": "beta", "value": 7},
@@ -233,7 +232,7 @@ mod tests {
     use super::sum_of_squares;
 
     #[test]
-    fn matches_the_seed() {
+    fn matches_the_python_sum() {
         // Python: sum(i * i for i in range(10000000))
         assert_eq!(sum_of_squares(10_000_000), 333_333_283_333_335_000_000);
         assert_eq!(sum_of_squares(4), 14);

@@ -1,4 +1,4 @@
-//! `/expensive-data/{key}`: the seed's cached expensive operation, answered by the `Cache`
+//! `/expensive-data/{key}`: a cached expensive operation, answered by the `Cache`
 //! actor (single-flight, TTL, Redis or in process).
 
 use actix_web::web;

@@ -1,4 +1,4 @@
-//! The seed's data endpoints: users (create, read, keyset listing, batch, the raw
+//! The data endpoints: users (create, read, keyset listing, batch, the raw
 //! `/users-fast` path), orders and the dashboard, posts with comments, and the `data`
 //! table. Each handler validates its input, sends the worker's `DbExecutor` one message
 //! and renders the reply.
@@ -212,7 +212,7 @@ pub async fn create_users(
     Ok(HttpResponse::Created().json(users))
 }
 
-/// Reads a user through the query builder (the seed's SQLAlchemy path).
+/// Reads a user through the query builder (rows mapped to a struct).
 #[utoipa::path(
     get, path = "/users/{id}", tag = "data",
     params(("id" = i64, Path, description = "User id")),
@@ -235,7 +235,7 @@ pub async fn get_user(db: Executor, id: web::Path<i64>) -> Result<web::Json<User
     .ok_or_else(|| AppError::NotFound("User not found".into()))
 }
 
-/// Reads a user the seed's lower-level way: one prepared statement whose single column is
+/// Reads a user the lower-level way: one prepared statement whose single column is
 /// the row as JSON, sent to the client as it is — no mapping to a struct and back.
 #[utoipa::path(
     get, path = "/users-fast/{id}", tag = "data",
@@ -278,7 +278,7 @@ pub async fn list_users(
     Ok(web::Json(ask(&db, ListUsers { after, limit }).await?))
 }
 
-/// The seed's dashboard: the ten newest users and orders and the user count, queried at
+/// The dashboard: the ten newest users and orders and the user count, queried at
 /// once on three pooled connections.
 #[utoipa::path(
     get, path = "/dashboard", tag = "data",
@@ -424,7 +424,7 @@ pub async fn create_comment(
 }
 
 /// A post with its author and comments (at most 100, oldest first), fetched at once on
-/// three pooled connections — the seed's prefetch.
+/// three pooled connections.
 #[utoipa::path(
     get, path = "/posts/{id}", tag = "data",
     params(("id" = i64, Path, description = "Post id")),
@@ -449,7 +449,7 @@ pub async fn get_post(
     .ok_or_else(|| AppError::NotFound("Post not found".into()))
 }
 
-/// Rows of the `data` table (the seed's lifespan example), by keyset.
+/// Rows of the `data` table, by keyset.
 #[utoipa::path(
     get, path = "/data", tag = "data", params(PageQuery),
     responses(

@@ -1,5 +1,5 @@
 //! Documents: any JSON object, stored in MongoDB when `MONGODB_URI` is set and in the
-//! relational store otherwise (the seed's Motor example).
+//! relational store otherwise.
 
 use actix_web::{web, HttpResponse};
 use courier_actors::db_executor::{GetDocument, InsertDocument};

@@ -98,7 +98,7 @@ pub fn sanitise_filename(raw: &str) -> String {
 
 /// Stores the multipart field `file` (up to `UPLOAD_MAX_BYTES`; 413 beyond, and nothing is
 /// kept). Returns its id, sanitised name, size and SHA-256; a job removes it after
-/// `UPLOAD_TTL_SECS` (60 s by default, as in the seed).
+/// `UPLOAD_TTL_SECS` (60 s by default).
 #[utoipa::path(
     post, path = "/upload", tag = "files",
     request_body(content_type = "multipart/form-data", description = "A form with one file field named `file`"),

@@ -1,16 +1,16 @@
 //! HTTP routes and the OpenAPI document that describes them.
 
+pub mod background;
 pub mod basic;
 pub mod cache;
 pub mod data;
 pub mod documents;
 pub mod files;
 pub mod health;
-pub mod jobs;
-pub mod outbound;
 pub mod rooms;
 pub mod sse;
 pub mod streaming;
+pub mod upstream;
 pub mod ws;
 
 use actix_web::http::{header, Method};
@@ -69,28 +69,28 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         streaming::export_users,
         streaming::generate_report,
         cache::expensive_data,
-        outbound::aggregate_user,
-        outbound::fastest_price,
-        jobs::send_email,
-        jobs::user_action,
-        jobs::analytics,
-        jobs::outbox,
-        jobs::get_job,
-        jobs::list_jobs,
-        jobs::job_events,
+        upstream::aggregate_user,
+        upstream::fastest_price,
+        background::send_email,
+        background::user_action,
+        background::analytics,
+        background::outbox,
+        background::get_job,
+        background::list_jobs,
+        background::job_events,
         files::upload,
         files::download,
     ),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody, ErrorDetail)),
     tags(
-        (name = "basics", description = "The seed's basic async routes"),
+        (name = "basics", description = "Blocking, waiting, CPU-bound and upstream work done without stalling the server"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "realtime", description = "WebSockets and Server-Sent Events"),
         (name = "rooms", description = "Rooms over REST and SSE"),
         (name = "data", description = "Users, posts, orders, data rows and documents"),
         (name = "streaming", description = "Responses streamed from the database"),
-        (name = "outbound", description = "Concurrent calls to upstream APIs"),
+        (name = "upstream", description = "Concurrent calls to upstream APIs"),
         (name = "jobs", description = "Background jobs: email, actions, the queue"),
         (name = "files", description = "Uploads and downloads")
     )
@@ -179,24 +179,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
         .service(get("/export/users", streaming::export_users))
         .service(get("/generate/report", streaming::generate_report))
         .service(get("/expensive-data/{key}", cache::expensive_data))
-        .service(post("/send-email", jobs::send_email))
-        .service(post("/users/{id}/action", jobs::user_action))
-        .service(get("/analytics", jobs::analytics))
-        .service(get("/outbox", jobs::outbox))
-        .service(get("/jobs", jobs::list_jobs))
-        .service(get("/jobs/{id}", jobs::get_job))
-        .service(get("/jobs/{id}/events", jobs::job_events))
+        .service(post("/send-email", background::send_email))
+        .service(post("/users/{id}/action", background::user_action))
+        .service(get("/analytics", background::analytics))
+        .service(get("/outbox", background::outbox))
+        .service(get("/jobs", background::list_jobs))
+        .service(get("/jobs/{id}", background::get_job))
+        .service(get("/jobs/{id}/events", background::job_events))
         .service(post("/upload", files::upload))
         .service(get("/download/{filename}", files::download))
-        .service(get("/aggregate/user/{id}", outbound::aggregate_user))
-        .service(get("/fastest-price/{product_id}", outbound::fastest_price))
-        .service(get("/demo/users/{id}", outbound::demo_user))
-        .service(get("/demo/users/{id}/posts", outbound::demo_user_posts))
+        .service(get("/aggregate/user/{id}", upstream::aggregate_user))
+        .service(get("/fastest-price/{product_id}", upstream::fastest_price))
+        .service(get("/demo/users/{id}", upstream::demo_user))
+        .service(get("/demo/users/{id}/posts", upstream::demo_user_posts))
         .service(get(
             "/demo/users/{id}/comments",
-            outbound::demo_user_comments,
+            upstream::demo_user_comments,
         ))
-        .service(get("/demo/price/{product_id}", outbound::demo_price))
+        .service(get("/demo/price/{product_id}", upstream::demo_price))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", ApiDoc::openapi()))
         .service(get("/docs", || async {
             HttpResponse::PermanentRedirect()

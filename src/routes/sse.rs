@@ -1,4 +1,4 @@
-//! Server-Sent Events: the seed's `/sse`, `/sse/updates` and `/sse/heartbeat`, and each
+//! Server-Sent Events: `/sse`, `/sse/updates` and `/sse/heartbeat`, and each
 //! room as a resumable stream at `/rooms/{room}/events`.
 //!
 //! Every stream is a bounded queue drained by the response body, with a keep-alive comment
@@ -22,7 +22,7 @@ use crate::state::AppState;
 
 /// How long an EventSource waits before reconnecting (sent as `retry:`).
 pub const SSE_RETRY_MS: u64 = 3000;
-/// Default number of `/sse` messages (the seed's ten).
+/// Default number of `/sse` messages.
 pub const DEFAULT_SSE_COUNT: u32 = 10;
 /// Most `/sse` messages a client may ask for.
 pub const MAX_SSE_COUNT: u32 = 1000;
@@ -53,7 +53,7 @@ pub struct SseQuery {
     interval_ms: Option<u64>,
 }
 
-/// The seed's stream: ten `message` events, `Message 0` … `Message 9`, one per second.
+/// A demo stream: ten `message` events, `Message 0` … `Message 9`, one per second.
 #[utoipa::path(
     get, path = "/sse", tag = "realtime", params(SseQuery),
     responses(

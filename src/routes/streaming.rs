@@ -1,4 +1,4 @@
-//! The seed's streamed responses built from the database: `/export/users` (CSV, page by
+//! Responses streamed from the database: `/export/users` (CSV, page by
 //! page) and `/generate/report` (HTML, section by section).
 //!
 //! Both are pull-driven: the next page or section is queried only when the client has
@@ -18,7 +18,7 @@ use crate::error::{AppError, ErrorBody};
 use crate::routes::data::{ask, Executor};
 use crate::state::AppState;
 
-/// The CSV header row, as in the seed.
+/// The CSV header row.
 const CSV_HEADER: [&str; 3] = ["ID", "Name", "Email"];
 
 /// Writes rows as RFC 4180 CSV (CRLF line ends; fields with commas, quotes or line breaks

@@ -1,9 +1,9 @@
-//! The WebSocket endpoints: the seed's `/ws`, `/ws/authenticated`, `/ws/chat/{client_id}`
+//! The WebSocket endpoints: `/ws`, `/ws/authenticated`, `/ws/chat/{client_id}`
 //! and `/ws/json` with the room protocol.
 //!
 //! Each accepted socket gets a bounded outbound queue whose receiving end is the response
 //! body, and a `WsSession` actor fed by the decoded request body. A socket refused for
-//! authentication is upgraded and closed at once with 1008 and a reason, as the seed does.
+//! authentication is upgraded and closed at once with 1008 and a reason.
 
 use std::sync::Arc;
 
@@ -157,7 +157,7 @@ fn truncate(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
-/// The seed's chat: everyone sees `Client <id> joined the chat`, `Client <id>: <text>` and
+/// The shared chat: everyone sees `Client <id> joined the chat`, `Client <id>: <text>` and
 /// `Client <id> left the chat` (the room `chat`).
 #[utoipa::path(
     get, path = "/ws/chat/{client_id}", tag = "realtime",

@@ -14,7 +14,13 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::Collection;
 use serde_json::{Map, Value};
 
-use super::DbError;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::models::now;
+use super::queries::is_unique_violation;
+use super::schema::documents as documents_table;
+use super::{on_conn, Database, DbError};
 
 /// The collection documents are kept in.
 pub const COLLECTION: &str = "documents";
@@ -192,5 +198,78 @@ fn to_json(id: &str, mut doc: Document) -> Value {
     match Bson::Document(doc).into_relaxed_extjson() {
         Value::Object(map) => with_id(id, map),
         _ => with_id(id, Map::new()),
+    }
+}
+
+impl Database {
+    /// Stores a document; returns its id.
+    pub async fn insert_document(&self, body: Map<String, Value>) -> Result<String, DbError> {
+        let (id, body) = prepare(body)?;
+        match self.documents() {
+            DocumentStore::Mongo {
+                collection,
+                timeout,
+            } => {
+                let started = std::time::Instant::now();
+                let result = mongo_insert(collection, *timeout, id, body).await;
+                self.record("mongo_insert_document", started, &result);
+                result
+            }
+            DocumentStore::Relational => {
+                let id = id.unwrap_or_else(new_id);
+                let text =
+                    serde_json::to_string(&body).map_err(|e| DbError::Internal(e.to_string()))?;
+                on_conn!(self, "insert_document", |conn| async {
+                    diesel::insert_into(documents_table::table)
+                        .values((
+                            documents_table::id.eq(&id),
+                            documents_table::body.eq(&text),
+                            documents_table::created_at.eq(now()),
+                        ))
+                        .execute(conn)
+                        .await
+                        .map_err(|e| match e {
+                            e if is_unique_violation(&e) => {
+                                DbError::Conflict("a document with this _id already exists".into())
+                            }
+                            e => self.err(e),
+                        })
+                })?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// The document with `id`, with `_id` as a string.
+    pub async fn get_document(&self, id: &str) -> Result<Option<Value>, DbError> {
+        match self.documents() {
+            DocumentStore::Mongo {
+                collection,
+                timeout,
+            } => {
+                let started = std::time::Instant::now();
+                let result = mongo_get(collection, *timeout, id).await;
+                self.record("mongo_get_document", started, &result);
+                result
+            }
+            DocumentStore::Relational => {
+                let body: Option<String> = on_conn!(self, "get_document", |conn| async {
+                    documents_table::table
+                        .find(id)
+                        .select(documents_table::body)
+                        .first::<String>(conn)
+                        .await
+                        .optional()
+                        .map_err(|e| self.err(e))
+                })?;
+                body.map(|text| match serde_json::from_str(&text) {
+                    Ok(Value::Object(map)) => Ok(with_id(id, map)),
+                    _ => Err(DbError::Internal(format!(
+                        "document {id} is not a JSON object in the store"
+                    ))),
+                })
+                .transpose()
+            }
+        }
     }
 }

@@ -10,8 +10,12 @@
 //! [`STATEMENT_TIMEOUT_GRACE`] later in case the server cannot answer at all), which
 //! answers [`DbError::Timeout`].
 //!
-//! Only the [`crate::db_executor::DbExecutor`] actor calls into this module; handlers send
-//! it messages.
+//! Who calls it: HTTP handlers never do — they send the [`crate::db_executor::DbExecutor`]
+//! messages. The actors that own database work call it directly: the `DbExecutor` (for the
+//! handlers) and the [`crate::job_worker::JobWorker`] with the jobs it runs (the queue, the
+//! outbox, the activity log and analytics). Outside the actors, start-up and
+//! `courier migrate` apply the migrations, `/readyz` pings, and `/metrics` reads the pool
+//! gauges.
 
 pub mod actions;
 pub mod documents;
@@ -441,11 +445,6 @@ impl Database {
         &self.inner.documents
     }
 
-    /// The statement timeout.
-    pub fn statement_timeout(&self) -> Duration {
-        self.inner.settings.statement_timeout
-    }
-
     #[doc(hidden)]
     pub fn pools(&self) -> PoolRef<'_> {
         match &self.inner.pools {
@@ -569,10 +568,5 @@ impl Database {
             }
         }
         result
-    }
-
-    /// True once the migrations have been applied.
-    pub fn schema_ready(&self) -> bool {
-        self.inner.schema_ready.load(Ordering::Acquire)
     }
 }

@@ -238,7 +238,7 @@ pub struct Page<T> {
     pub next_after: Option<i64>,
 }
 
-/// The seed's dashboard: newest users and orders and the user count.
+/// The dashboard: newest users and orders and the user count.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Dashboard {
     /// The ten newest users.
@@ -249,7 +249,7 @@ pub struct Dashboard {
     pub total_users: i64,
 }
 
-/// A post with its author and comments (the seed's prefetch).
+/// A post with its author and comments (fetched at once).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PostWithRelations {
     /// The post.

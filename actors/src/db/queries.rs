@@ -7,11 +7,9 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use futures_util::future::try_join3;
-use serde_json::{Map, Value};
 
-use super::documents::{self, DocumentStore};
 use super::models::*;
-use super::schema::{comments, data, documents as documents_table, orders, posts, users};
+use super::schema::{comments, data, orders, posts, users};
 use super::{on_conn, Database, DbError};
 
 /// Newest users and orders shown on the dashboard.
@@ -74,7 +72,7 @@ pub struct ReportSection {
     pub lines: Vec<(String, String)>,
 }
 
-/// The report's sections, in the seed's order.
+/// The report's sections, in the order the report shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     /// User count and the newest users.
@@ -99,7 +97,8 @@ impl Section {
     }
 }
 
-fn conflict_email(e: &DieselError) -> bool {
+/// Whether `e` is a unique-key violation (an email or id that is taken).
+pub(super) fn is_unique_violation(e: &DieselError) -> bool {
     matches!(
         e,
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
@@ -134,7 +133,7 @@ impl Database {
                 .get_result(conn)
                 .await
                 .map_err(|e| match e {
-                    e if conflict_email(&e) => {
+                    e if is_unique_violation(&e) => {
                         DbError::Conflict(format!("a user with email {email} already exists"))
                     }
                     e => self.err(e),
@@ -512,77 +511,6 @@ impl Database {
                 }
             }?;
         Ok(ReportSection { lines })
-    }
-
-    /// Stores a document; returns its id.
-    pub async fn insert_document(&self, body: Map<String, Value>) -> Result<String, DbError> {
-        let (id, body) = documents::prepare(body)?;
-        match self.documents() {
-            DocumentStore::Mongo {
-                collection,
-                timeout,
-            } => {
-                let started = std::time::Instant::now();
-                let result = documents::mongo_insert(collection, *timeout, id, body).await;
-                self.record("mongo_insert_document", started, &result);
-                result
-            }
-            DocumentStore::Relational => {
-                let id = id.unwrap_or_else(documents::new_id);
-                let text =
-                    serde_json::to_string(&body).map_err(|e| DbError::Internal(e.to_string()))?;
-                on_conn!(self, "insert_document", |conn| async {
-                    diesel::insert_into(documents_table::table)
-                        .values((
-                            documents_table::id.eq(&id),
-                            documents_table::body.eq(&text),
-                            documents_table::created_at.eq(now()),
-                        ))
-                        .execute(conn)
-                        .await
-                        .map_err(|e| match e {
-                            e if conflict_email(&e) => {
-                                DbError::Conflict("a document with this _id already exists".into())
-                            }
-                            e => self.err(e),
-                        })
-                })?;
-                Ok(id)
-            }
-        }
-    }
-
-    /// The document with `id`, with `_id` as a string.
-    pub async fn get_document(&self, id: &str) -> Result<Option<Value>, DbError> {
-        match self.documents() {
-            DocumentStore::Mongo {
-                collection,
-                timeout,
-            } => {
-                let started = std::time::Instant::now();
-                let result = documents::mongo_get(collection, *timeout, id).await;
-                self.record("mongo_get_document", started, &result);
-                result
-            }
-            DocumentStore::Relational => {
-                let body: Option<String> = on_conn!(self, "get_document", |conn| async {
-                    documents_table::table
-                        .find(id)
-                        .select(documents_table::body)
-                        .first::<String>(conn)
-                        .await
-                        .optional()
-                        .map_err(|e| self.err(e))
-                })?;
-                body.map(|text| match serde_json::from_str(&text) {
-                    Ok(Value::Object(map)) => Ok(documents::with_id(id, map)),
-                    _ => Err(DbError::Internal(format!(
-                        "document {id} is not a JSON object in the store"
-                    ))),
-                })
-                .transpose()
-            }
-        }
     }
 }
 

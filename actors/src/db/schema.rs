@@ -2,7 +2,7 @@
 //! `migrations/postgres` and `migrations/sqlite` create the same tables).
 
 diesel::table! {
-    /// The seed's users.
+    /// Users.
     users (id) {
         id -> BigInt,
         name -> Text,
@@ -46,7 +46,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// The seed's `data` table: named JSON values.
+    /// The `data` table: named JSON values.
     data (id) {
         id -> BigInt,
         name -> Text,

@@ -412,3 +412,41 @@ impl Handler<ReleaseJobs> for JobWorker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(base_ms: u64, max_ms: u64) -> JobConfig {
+        JobConfig {
+            concurrency: 1,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(base_ms),
+            backoff_max: Duration::from_millis(max_ms),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_equal_jitter_up_to_the_cap() {
+        let c = config(100, 1000);
+        for _ in 0..200 {
+            for (attempts, full) in [
+                (1, 100),
+                (2, 200),
+                (3, 400),
+                (4, 800),
+                (5, 1000),
+                (30, 1000),
+            ] {
+                let d = c.backoff(attempts).as_millis() as u64;
+                assert!(
+                    (full / 2..=full).contains(&d),
+                    "attempt {attempts}: {d} ms, expected {}..={full}",
+                    full / 2
+                );
+            }
+        }
+    }
+}

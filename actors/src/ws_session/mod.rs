@@ -1,8 +1,8 @@
 //! `WsSession`: one actor per WebSocket connection.
 //!
 //! The session reads the client's frames (decoded by [`crate::ws_frames::WsFrames`]),
-//! enforces the per-connection limits, answers the seed's endpoints and the `/ws/json`
-//! protocol, and sends the `RoomBroker` typed messages. Everything it sends to its client
+//! enforces the per-connection limits, answers the plain-text endpoints (`/ws`,
+//! `/ws/authenticated`, `/ws/chat`) and the `/ws/json` protocol, and sends the `RoomBroker` typed messages. Everything it sends to its client
 //! goes through its bounded [`ClientQueue`] queue, the same queue the broker fans room events
 //! into, so a client's frames keep their order and a client that stops reading is dropped
 //! instead of growing the server.
@@ -33,7 +33,7 @@ mod rate_limit;
 
 use rate_limit::{RateLimiter, Verdict};
 
-/// The room the seed's `/ws/chat/{client_id}` endpoint talks in.
+/// The room `/ws/chat/{client_id}` talks in.
 pub const CHAT_ROOM: &str = "chat";
 
 /// Per-connection limits and timings; from configuration.

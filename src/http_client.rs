@@ -1,4 +1,4 @@
-//! The shared outbound HTTP client and how its failures map to HTTP errors.
+//! The shared upstream HTTP client and how its failures map to HTTP errors.
 //!
 //! `awc::Client` is single-threaded, so each worker thread builds one client at start-up
 //! and every handler on that worker shares it: its connection pool keeps upstream

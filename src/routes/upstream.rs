@@ -1,5 +1,5 @@
-//! Concurrent outbound calls through the worker's shared `awc` client: the seed's
-//! parallel aggregate (`/aggregate/user/{id}`) and race (`/fastest-price/{product_id}`),
+//! Concurrent upstream calls through the worker's shared `awc` client: the parallel
+//! aggregate (`/aggregate/user/{id}`) and race (`/fastest-price/{product_id}`),
 //! plus the small built-in upstreams they call when no real one is configured.
 //!
 //! Every call is bounded by the client's connect and total timeouts and recorded in
@@ -15,8 +15,8 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{AppError, ErrorBody};
+use crate::http_client;
 use crate::state::AppState;
-use crate::upstream;
 
 /// GETs `url` as upstream `name`, recording latency and failures.
 async fn call(
@@ -26,7 +26,7 @@ async fn call(
     url: &str,
 ) -> Result<Value, AppError> {
     let started = Instant::now();
-    let result = upstream::get_json(client, url, &state.config.http_client).await;
+    let result = http_client::get_json(client, url, &state.config.http_client).await;
     let kind = result.as_ref().err().map(AppError::code);
     state
         .metrics
@@ -63,13 +63,13 @@ pub struct Aggregate {
     elapsed_ms: f64,
 }
 
-/// The seed's parallel calls: profile, posts and comments fetched at once from
+/// Parallel calls: profile, posts and comments fetched at once from
 /// `AGGREGATE_UPSTREAM_URL` (`/users/{id}`, `/users/{id}/posts`, `/users/{id}/comments`),
 /// so the whole takes about as long as the slowest. The profile is required: if it fails,
 /// so does the request (502/504, naming it). Posts or comments that fail come back as
 /// `null` with the reason under `errors`, and the rest is still served.
 #[utoipa::path(
-    get, path = "/aggregate/user/{id}", tag = "outbound",
+    get, path = "/aggregate/user/{id}", tag = "upstream",
     params(("id" = i64, Path, description = "User id")),
     responses(
         (status = 200, description = "Profile, posts and comments (a failed optional part is null and named in errors)", body = Aggregate),
@@ -142,12 +142,12 @@ pub struct FastestPrice {
 /// Longest product id accepted.
 pub const MAX_PRODUCT_ID_CHARS: usize = 64;
 
-/// The seed's race: asks every price source (`PRICE_SOURCES`) at once and answers with the
+/// A race: asks every price source (`PRICE_SOURCES`) at once and answers with the
 /// first success; the calls still running are then cancelled, which closes their
 /// connections. A source that fails is ignored while others may still win; all failing is
 /// 502, none answering within `HTTP_CLIENT_TIMEOUT_MS` is 504.
 #[utoipa::path(
-    get, path = "/fastest-price/{product_id}", tag = "outbound",
+    get, path = "/fastest-price/{product_id}", tag = "upstream",
     params(("product_id" = String, Path, description = "Product id: 1-64 letters, digits, '-' or '_'")),
     responses(
         (status = 200, description = "The first price to arrive", body = FastestPrice),
@@ -272,10 +272,10 @@ pub async fn demo_price(
 ) -> HttpResponse {
     let store = query.store.unwrap_or(1);
     let product_id = product_id.into_inner();
-    let seed = product_id.bytes().fold(u64::from(store) * 7919, |h, b| {
+    let hash = product_id.bytes().fold(u64::from(store) * 7919, |h, b| {
         h.wrapping_mul(31).wrapping_add(u64::from(b))
     });
     HttpResponse::Ok().json(json!({
-        "store": store, "product_id": product_id, "price_cents": 500 + seed % 9500, "currency": "EUR"
+        "store": store, "product_id": product_id, "price_cents": 500 + hash % 9500, "currency": "EUR"
     }))
 }

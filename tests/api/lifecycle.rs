@@ -3,29 +3,21 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-mod common;
+use crate::helpers::ServerProcess;
+use std::time::Duration;
 
 /// The binary and the fresh directory it runs in.
 struct Server {
-    child: Child,
-    port: u16,
-    log: mpsc::Receiver<String>,
+    process: ServerProcess,
     _dir: tempfile::TempDir,
 }
 
 fn start(env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let process = common::start_server_process(dir.path(), env);
-    Server {
-        child: process.child,
-        port: process.port,
-        log: process.log,
-        _dir: dir,
-    }
+    let process = crate::helpers::start_server_process(dir.path(), env);
+    Server { process, _dir: dir }
 }
 
 /// A plain HTTP/1.1 GET over a fresh connection; returns the status line and body.
@@ -61,7 +53,7 @@ fn in_flight(port: u16) -> u64 {
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
     let mut server = start(&[]);
-    let port = server.port;
+    let port = server.process.port;
     let (status, _) = get(port, "/healthz");
     assert!(status.contains("200"), "{status}");
 
@@ -71,7 +63,7 @@ fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
         std::thread::yield_now();
     }
     let killed = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.process.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -83,10 +75,10 @@ fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
     );
     assert!(body.contains("Completed after 1500 ms"), "{body}");
 
-    let exit = server.child.wait().unwrap();
+    let exit = server.process.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "graceful shutdown exits 0");
     // Everything it wrote: the reader thread ends at the closed pipe.
-    let log: Vec<String> = server.log.iter().collect();
+    let log: Vec<String> = server.process.log.iter().collect();
     let log = log.join("\n");
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(log.contains("shutdown: complete"), "{log}");
@@ -97,7 +89,7 @@ fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
 #[test]
 fn a_fresh_directory_serves_every_basic_route_with_embedded_defaults() {
     let mut server = start(&[]);
-    let port = server.port;
+    let port = server.process.port;
     for path in [
         "/healthz",
         "/readyz",
@@ -113,6 +105,6 @@ fn a_fresh_directory_serves_every_basic_route_with_embedded_defaults() {
         let (status, _) = get(port, path);
         assert!(status.contains(" 200 "), "{path}: {status}");
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.process.child.kill().unwrap();
+    server.process.child.wait().unwrap();
 }

@@ -1,9 +1,7 @@
 //! Uploads and downloads: streamed to disk with a size limit, hashed, served back with
 //! ranges and validators, refused for names the server did not give out, removed by a job.
 
-mod common;
-
-use common::{spawn_app_with, wait_for_job, TestApp};
+use crate::helpers::{spawn_app_with, wait_for_job, TestApp};
 use sha2::{Digest, Sha256};
 
 const BOUNDARY: &str = "courier-test-boundary";

@@ -1,11 +1,9 @@
-//! The seed's basic routes, the error shape, request ids, readiness and metrics, seen from
+//! The basic routes, the error shape, request ids, readiness and metrics, seen from
 //! a client over loopback.
-
-mod common;
 
 use std::time::Duration;
 
-use common::{closed_port, service_url, spawn_app, spawn_app_with, spawn_upstream};
+use crate::helpers::{closed_port, service_url, spawn_app, spawn_app_with, spawn_upstream};
 use futures_util::future::{join_all, select, Either};
 use serde_json::{json, Value};
 
@@ -101,7 +99,7 @@ async fn sync_and_async_wait_as_asked() {
 }
 
 #[actix_rt::test]
-async fn the_default_waits_are_the_seeds_one_second() {
+async fn the_default_waits_are_one_second() {
     let app = spawn_app().await;
     let (status, _, body) = app.get_json("/async").await;
     assert_eq!(status, 200);
@@ -109,7 +107,7 @@ async fn the_default_waits_are_the_seeds_one_second() {
 }
 
 #[actix_rt::test]
-async fn cpu_intensive_matches_the_seeds_sum() {
+async fn cpu_intensive_matches_the_python_sum() {
     let app = spawn_app().await;
     let (status, text) = app.get_text("/cpu-intensive").await;
     assert_eq!(status, 200);

@@ -1,9 +1,7 @@
-//! The realtime core from real clients over loopback: the seed's WebSocket endpoints, the
+//! The realtime core from real clients over loopback: the plain WebSocket endpoints, the
 //! room protocol, replay, SSE, REST publish, bad input, heartbeats and slow consumers.
 
-mod common;
-
-use common::{
+use crate::helpers::{
     raw_frame, spawn_app, spawn_app_with, test_secret, wait_for_metric, Received, SseClient,
     TestApp, WsClient,
 };
@@ -448,7 +446,7 @@ async fn a_silent_client_is_dropped_and_leaves_its_rooms() {
     let watch = async {
         use futures_util::{SinkExt, StreamExt};
         loop {
-            match actix_rt::time::timeout(common::RECV_LIMIT, watcher.framed.next())
+            match actix_rt::time::timeout(crate::helpers::RECV_LIMIT, watcher.framed.next())
                 .await
                 .unwrap()
             {
@@ -543,7 +541,7 @@ async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
 }
 
 #[actix_rt::test]
-async fn sse_sends_the_seeds_ten_messages() {
+async fn sse_sends_ten_messages_by_default() {
     let app = spawn_app_with(&[("SSE_DEMO_INTERVAL_MS", "5")]).await;
     let mut sse = SseClient::connect(&app, "/sse", None).await;
     for i in 0..10 {

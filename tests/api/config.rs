@@ -1,7 +1,5 @@
 //! Configuration: layering, validation, redaction, and the `courier config` command.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 
@@ -190,7 +188,7 @@ fn secrets_are_never_echoed() {
         assert!(!format!("{c:?}").contains(secret), "{secret} in Debug");
     }
     assert!(shown.contains("postgres://app:****@db:5432/app"), "{shown}");
-    // The seed's driver-qualified scheme is accepted and handed to the driver plainly.
+    // Python's driver-qualified scheme is accepted and handed to the driver plainly.
     assert_eq!(
         c.database_url.unwrap().expose(),
         "postgres://app:hunter2@db:5432/app"

@@ -3,16 +3,15 @@
 //! conversation (a sink on loopback) or the outbox; actions and their analytics; retries,
 //! dead letters, graceful shutdown and a server killed mid-job.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
-    spawn_app_with, spawn_data_app, wait_for_job, Backend, SinkMode, SmtpSink, SseClient,
+use crate::helpers::{
+    spawn_app_with, spawn_data_app, wait_for_job, wait_for_metric, Backend, SinkMode, SmtpSink,
+    SseClient,
 };
 use serde_json::json;
 
-async fn send_email(app: &common::TestApp, email: &str, message: &str) -> i64 {
+async fn send_email(app: &crate::helpers::TestApp, email: &str, message: &str) -> i64 {
     let (status, _, body) = app
         .post_json("/send-email", &json!({"email": email, "message": message}))
         .await;
@@ -59,7 +58,7 @@ async fn email_goes_to_the_outbox_and_its_events_are_streamed(backend: Backend) 
         }
     }
 
-    // The seed's form: query parameters.
+    // The query form: parameters in the URL.
     let (status, _, body) = app
         .client
         .post(app.url("/send-email?email=carol%40example.com&message=hi"))
@@ -166,6 +165,23 @@ mod postgres {
     }
 }
 
+/// Every job event also goes to the SSE feed (for `/sse/updates`), whose mailbox depth is a
+/// gauge: each announcement is counted in when sent and out when the feed takes it, so
+/// after a burst of jobs the gauge is back at zero, not below it.
+#[actix_rt::test]
+async fn the_feed_mailbox_gauge_returns_to_zero_after_a_burst_of_job_events() {
+    let app = spawn_app_with(&[]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(send_email(&app, "burst@example.com", &format!("message {i}")).await);
+    }
+    for id in ids {
+        wait_for_job(&app.address, id, "succeeded").await;
+    }
+    // Each job announced at least `running` and `succeeded`.
+    wait_for_metric(&app, "courier_sse_feed_mailbox_depth", 0.0).await;
+}
+
 #[actix_rt::test]
 async fn a_delivery_that_fails_twice_then_succeeds() {
     let sink = SmtpSink::start(SinkMode::RejectTransient(2));
@@ -253,7 +269,7 @@ async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
         ("JOB_POLL_INTERVAL_MS", "200".to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut first = common::start_server_process(dir.path(), &env);
+    let mut first = crate::helpers::start_server_process(dir.path(), &env);
     let base = format!("http://127.0.0.1:{}", first.port);
     let client = awc::Client::default();
     let mut res = client
@@ -270,7 +286,7 @@ async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
     first.child.wait().unwrap();
     sink.set_mode(SinkMode::Accept);
 
-    let mut second = common::start_server_process(dir.path(), &env);
+    let mut second = crate::helpers::start_server_process(dir.path(), &env);
     let base = format!("http://127.0.0.1:{}", second.port);
     let done = wait_for_job(&base, id, "succeeded").await;
     assert_eq!(
@@ -286,7 +302,7 @@ async fn a_job_running_when_the_server_is_killed_completes_after_a_restart() {
 
 #[actix_rt::test]
 async fn two_nodes_share_one_postgres_queue_and_run_each_job_once() {
-    let Some(url) = common::fresh_postgres_database().await else {
+    let Some(url) = crate::helpers::fresh_postgres_database().await else {
         return;
     };
     let a = spawn_app_with(&[("DATABASE_URL", &url), ("JOB_CONCURRENCY", "2")]).await;
@@ -336,7 +352,7 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
     use courier_actors::db::job_queue::{JobState, NewJob};
     use courier_actors::db::{Database, DbMetrics, DocumentStore};
     let dir = tempfile::tempdir().unwrap();
-    let config = common::test_config(&dir, &[]);
+    let config = crate::helpers::test_config(&dir, &[]);
     let settings = config.db.clone();
     let metrics = DbMetrics::register(&prometheus::Registry::new());
     let (db, url) = match backend {
@@ -348,7 +364,7 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
                 .to_string(),
         ),
         Backend::Postgres => {
-            let Some(url) = common::fresh_postgres_database().await else {
+            let Some(url) = crate::helpers::fresh_postgres_database().await else {
                 return;
             };
             (
@@ -376,7 +392,7 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
         .unwrap()
         .expect("held by gone");
     // Their worker died: the leases run out.
-    common::DirectConn::connect(backend, &url)
+    crate::helpers::DirectConn::connect(backend, &url)
         .await
         .exec("UPDATE jobs SET lease_until = '2000-01-01 00:00:00'")
         .await;
@@ -407,7 +423,7 @@ async fn a_job_whose_worker_died_in_its_last_attempt_is_dead_lettered() {
         return;
     };
     // As a worker that died during the last attempt leaves it: running, lease run out.
-    let mut conn = common::DirectConn::open(&data).await;
+    let mut conn = crate::helpers::DirectConn::open(&data).await;
     conn.exec(
         "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, lease_until, \
          worker, created_at, updated_at) VALUES ('send_email', \
@@ -436,8 +452,8 @@ async fn without_anonymous_publishing_sending_email_needs_a_token() {
         )
         .await;
     assert_eq!(status, 401, "{body}");
-    let config = common::test_config(&app.data_dir, &[]);
-    let token = common::token(&config, "alice");
+    let config = crate::helpers::test_config(&app.data_dir, &[]);
+    let token = crate::helpers::token(&config, "alice");
     let mut res = app
         .client
         .post(app.url("/send-email"))

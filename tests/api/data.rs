@@ -4,11 +4,9 @@
 //! for the test. Also what happens when the database is slow, unreachable, or goes away
 //! and comes back.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{spawn_data_app, Backend, DataApp, DirectConn, Proxy};
+use crate::helpers::{spawn_data_app, Backend, DataApp, DirectConn, Proxy};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -470,7 +468,7 @@ async fn the_data_table_is_listed(backend: Backend) {
 }
 
 /// The document tests, against whatever store the server was started with.
-pub async fn exercise_documents(app: &common::TestApp) {
+pub async fn exercise_documents(app: &crate::helpers::TestApp) {
     let doc = json!({"title": "report", "n": 5, "ratio": 0.25, "tags": ["a", "b"], "nested": {"ok": true, "none": null}});
     let (status, headers, created) = app.post_json("/documents", &doc).await;
     assert_eq!(status, 201, "{created}");
@@ -529,13 +527,13 @@ async fn documents_are_stored_in_the_relational_store(backend: Backend) {
 
 #[actix_rt::test]
 async fn documents_are_stored_in_a_mongo_wire_server() {
-    let Some(uri) = common::service_url("COURIER_TEST_MONGODB_URI", None) else {
+    let Some(uri) = crate::helpers::service_url("COURIER_TEST_MONGODB_URI", None) else {
         return;
     };
     // A database of its own, so reruns start empty.
     let mut uri = url::Url::parse(&uri).unwrap();
     uri.set_path(&format!("/courier_docs_{:08x}", rand::random::<u32>()));
-    let app = common::spawn_app_with(&[("MONGODB_URI", uri.as_str())]).await;
+    let app = crate::helpers::spawn_app_with(&[("MONGODB_URI", uri.as_str())]).await;
     let (_, _, ready) = app.get_json("/readyz").await;
     assert_eq!(ready["checks"]["mongodb"]["status"], "ok", "{ready}");
     exercise_documents(&app).await;
@@ -545,9 +543,9 @@ async fn documents_are_stored_in_a_mongo_wire_server() {
 async fn documents_answer_503_when_mongodb_is_down() {
     let uri = format!(
         "mongodb://127.0.0.1:{}/courier?directConnection=true",
-        common::closed_port()
+        crate::helpers::closed_port()
     );
-    let app = common::spawn_app_with(&[("MONGODB_URI", &uri)]).await;
+    let app = crate::helpers::spawn_app_with(&[("MONGODB_URI", &uri)]).await;
     let started = Instant::now();
     let (status, _, body) = app.post_json("/documents", &json!({"a": 1})).await;
     assert_eq!(status, 503, "{body}");
@@ -785,7 +783,8 @@ async fn an_unreachable_database_gives_503_within_the_connect_timeout() {
     );
     let started = Instant::now();
     let app =
-        common::spawn_app_with(&[("DATABASE_URL", &url), ("DB_CONNECT_TIMEOUT_MS", "500")]).await;
+        crate::helpers::spawn_app_with(&[("DATABASE_URL", &url), ("DB_CONNECT_TIMEOUT_MS", "500")])
+            .await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "start-up is bounded"
@@ -807,11 +806,11 @@ async fn an_unreachable_database_gives_503_within_the_connect_timeout() {
 
 #[actix_rt::test]
 async fn postgres_that_goes_away_and_comes_back_is_used_again_without_a_restart() {
-    let Some(url) = common::fresh_postgres_database().await else {
+    let Some(url) = crate::helpers::fresh_postgres_database().await else {
         return;
     };
     let (mut proxy, through) = Proxy::in_front_of(&url, 5432).await;
-    let app = common::spawn_app_with(&[
+    let app = crate::helpers::spawn_app_with(&[
         ("DATABASE_URL", &through),
         ("DB_CONNECT_TIMEOUT_MS", "1000"),
     ])
@@ -854,12 +853,12 @@ async fn postgres_that_goes_away_and_comes_back_is_used_again_without_a_restart(
 
 #[actix_rt::test]
 async fn a_database_down_at_start_up_is_migrated_and_used_once_it_is_up() {
-    let Some(url) = common::fresh_postgres_database().await else {
+    let Some(url) = crate::helpers::fresh_postgres_database().await else {
         return;
     };
     let (mut proxy, through) = Proxy::in_front_of(&url, 5432).await;
     proxy.stop();
-    let app = common::spawn_app_with(&[("DATABASE_URL", &through)]).await;
+    let app = crate::helpers::spawn_app_with(&[("DATABASE_URL", &through)]).await;
     let (status, _, body) = app.get_json("/users/1").await;
     assert_eq!(status, 503, "{body}");
     assert_error(&body, "service_unavailable", "schema is not ready");
@@ -893,7 +892,7 @@ async fn a_pooled_sqlite_connection_outlives_the_runtime_that_opened_it() {
     use courier_actors::db::{Database, DbMetrics, DocumentStore};
     let dir = tempfile::tempdir().unwrap();
     // One connection, so the second query must reuse the first one's.
-    let config = common::test_config(
+    let config = crate::helpers::test_config(
         &dir,
         &[("DB_POOL_MAX_SIZE", "1"), ("DB_POOL_MIN_IDLE", "1")],
     );

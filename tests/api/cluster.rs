@@ -1,12 +1,10 @@
 //! Many nodes over Redis: two courier servers share rooms through a real Redis, and survive
 //! Redis going away and coming back.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{
+use crate::helpers::{
     closed_port, service_url, services_required, spawn_app_with, wait_for_metric, SseClient,
     TestApp, WsClient,
 };

@@ -1,12 +1,13 @@
 //! Large bodies keep the server's memory flat: `/export/users` of a large table fetches rows
 //! page by page as the client reads, and `/upload` writes a large file to disk as it
-//! arrives. Its own test binary with one test, so no other test allocates in the process
-//! while resident memory is sampled.
+//! arrives. The server runs as a process of its own, so its resident memory is its alone:
+//! nothing the other tests (or this test's client) allocate is counted.
 
-mod common;
-
-use common::{spawn_data_app, Backend, DirectConn};
 use futures_util::StreamExt;
+
+use crate::helpers::{
+    fresh_postgres_database, start_server_process, Backend, DirectConn, ServerProcess,
+};
 
 /// Rows exported; the CSV is about 21 MB.
 const ROWS: i64 = 500_000;
@@ -14,24 +15,43 @@ const ROWS: i64 = 500_000;
 /// Bytes read before memory is first sampled.
 const WARM_UP_BYTES: usize = 3 << 20;
 
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+/// The binary on `backend` (with a fresh Postgres database), its data in `dir`; and where
+/// its database is for a direct connection. `None` when Postgres is missing (never in CI).
+async fn server_on(
+    backend: Backend,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Option<(ServerProcess, String)> {
+    let data_dir = dir.join("data");
+    let data_dir = data_dir.to_str().expect("a UTF-8 path");
+    let mut all = vec![("APP_DATA_DIR", data_dir)];
+    all.extend_from_slice(env);
+    let db_url = match backend {
+        Backend::Sqlite => format!("{data_dir}/{}", courier_actors::db::SQLITE_FILE),
+        Backend::Postgres => fresh_postgres_database().await?,
+    };
+    if backend == Backend::Postgres {
+        all.push(("DATABASE_URL", db_url.as_str()));
+    }
+    Some((start_server_process(dir, &all), db_url))
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .finish()
 }
 
 async fn export_large_table(backend: Backend) {
     // One pooled connection: SQLite keeps a page cache (up to 2 MiB) per connection, so
     // with more, an export that happens to run on a connection not used before grows the
     // process by that cache — bounded, but it would hide what this test looks for.
-    let Some(data) = spawn_data_app(backend, &[("DB_POOL_MAX_SIZE", "1")]).await else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((server, db_url)) = server_on(backend, dir.path(), &[("DB_POOL_MAX_SIZE", "1")]).await
+    else {
         return;
     };
-    let mut conn = DirectConn::open(&data).await;
+    let mut conn = DirectConn::connect(backend, &db_url).await;
     let fill = match backend {
         Backend::Postgres => format!(
             "INSERT INTO users (name, email, created_at) \
@@ -46,13 +66,13 @@ async fn export_large_table(backend: Backend) {
     };
     conn.exec(&fill).await;
     drop(conn);
-    let before = resident_bytes();
+    let before = server.resident_bytes();
 
     // The first export warms what is bounded but grows on first use: the database's page
     // cache on each pooled connection, blocking-pool threads and their allocator arenas.
     // It must not grow by the table's size: one that gathered the rows first would hold
     // them all at once, more than the CSV itself.
-    let first = export(&data.app).await;
+    let first = export(&server).await;
     assert_eq!(first.lines as i64, ROWS + 1, "the header and every row");
     let total = first.peak.saturating_sub(before);
     assert!(
@@ -62,7 +82,7 @@ async fn export_large_table(backend: Backend) {
     );
     // Once warm, a streaming export does not grow at all while it runs, where one that
     // gathered the rows would grow with every byte.
-    let second = export(&data.app).await;
+    let second = export(&server).await;
     assert_eq!(second.lines, first.lines);
     let after = second.bytes - second.warm_at;
     let growth = second.peak.saturating_sub(second.warm);
@@ -93,10 +113,9 @@ struct Export {
     peak: u64,
 }
 
-async fn export(app: &common::TestApp) -> Export {
-    let mut res = app
-        .client
-        .get(app.url("/export/users"))
+async fn export(server: &ServerProcess) -> Export {
+    let mut res = client()
+        .get(format!("http://127.0.0.1:{}/export/users", server.port))
         .send()
         .await
         .unwrap();
@@ -115,10 +134,10 @@ async fn export(app: &common::TestApp) -> Export {
         out.lines += chunk.iter().filter(|b| **b == b'\n').count();
         out.chunks += 1;
         if out.warm_at == 0 && out.bytes >= WARM_UP_BYTES {
-            out.warm = resident_bytes();
+            out.warm = server.resident_bytes();
             out.warm_at = out.bytes;
         } else if out.chunks % 16 == 0 {
-            out.peak = out.peak.max(resident_bytes());
+            out.peak = out.peak.max(server.resident_bytes());
         }
     }
     assert!(out.warm_at > 0, "the export came in many chunks");
@@ -131,7 +150,11 @@ const UPLOAD_BYTES: usize = 64 << 20;
 async fn upload_large_file() {
     use std::cell::Cell;
     use std::rc::Rc;
-    let app = common::spawn_app_with(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = server_on(Backend::Sqlite, dir.path(), &[])
+        .await
+        .expect("SQLite needs no service");
+    let server = Rc::new(server);
     let boundary = "memory-test";
     let head = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
@@ -146,21 +169,20 @@ async fn upload_large_file() {
             .chain(std::iter::once(bytes::Bytes::from(tail)))
             .map(Ok::<_, std::io::Error>),
     );
-    let before = resident_bytes();
+    let before = server.resident_bytes();
     let peak = Rc::new(Cell::new(before));
     let sampling = Rc::new(Cell::new(true));
     let sampler = {
-        let (peak, sampling) = (peak.clone(), sampling.clone());
+        let (peak, sampling, server) = (peak.clone(), sampling.clone(), server.clone());
         actix_rt::spawn(async move {
             while sampling.get() {
-                peak.set(peak.get().max(resident_bytes()));
+                peak.set(peak.get().max(server.resident_bytes()));
                 actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         })
     };
-    let mut res = app
-        .client
-        .post(app.url("/upload"))
+    let mut res = client()
+        .post(format!("http://127.0.0.1:{}/upload", server.port))
         .insert_header((
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),

@@ -1,13 +1,11 @@
 //! The cache behind `/expensive-data`, and concurrent outbound calls: the parallel
 //! aggregate and the price race, against upstream servers the tests run on loopback.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use crate::helpers::{spawn_app_with, Proxy, TestApp};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use common::{spawn_app_with, Proxy, TestApp};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
@@ -100,7 +98,7 @@ async fn redis_ttl(redis_url: &str, key: &str) -> i64 {
 #[actix_rt::test]
 async fn the_redis_cache_is_shared_and_its_outage_only_costs_computation() {
     let Some(redis_url) =
-        common::service_url("COURIER_TEST_REDIS_URL", Some("redis://127.0.0.1:6379/0"))
+        crate::helpers::service_url("COURIER_TEST_REDIS_URL", Some("redis://127.0.0.1:6379/0"))
     else {
         return;
     };

@@ -1,4 +1,4 @@
-//! Background work: the seed's `/send-email` and `/users/{id}/action`, answered at once
+//! Background work: `/send-email` and `/users/{id}/action`, answered at once
 //! with 202 and the job ids, and the job queue's state: `/jobs/{id}`, its progress as SSE
 //! (`/jobs/{id}/events`), dead letters (`/jobs?state=dead`), `/outbox` and `/analytics`.
 
@@ -50,7 +50,7 @@ pub struct Accepted {
     action_id: Option<i64>,
 }
 
-/// Queues an email (JSON body, or the seed's `?email=&message=`). It is delivered through
+/// Queues an email (JSON body, or the query form `?email=&message=`). It is delivered through
 /// SMTP when `SMTP_URL` is set, otherwise written to the outbox (`GET /outbox`); failed
 /// deliveries are retried with backoff and dead-lettered after `JOB_MAX_ATTEMPTS`. Where
 /// anonymous publishing is off (production), a token is required.

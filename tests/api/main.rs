@@ -1,0 +1,16 @@
+//! courier's integration tests, one binary: each module tells the story of one part of the
+//! server as a client sees it, against a server bound to port 0 (in this process, or the
+//! binary in a process of its own). [`helpers`] holds what they share.
+
+mod architecture;
+mod background_jobs;
+mod cluster;
+mod config;
+mod data;
+mod export_memory;
+mod files;
+mod helpers;
+mod http;
+mod lifecycle;
+mod realtime;
+mod upstream;
