@@ -304,6 +304,21 @@ impl ServerMsg<'_> {
     }
 }
 
+/// A numbered room event, as the broker keeps, relays and renders it.
+#[derive(Debug, Clone)]
+pub struct RoomEvent {
+    /// The room.
+    pub room: String,
+    /// The room's sequence number for this event.
+    pub seq: u64,
+    /// The publisher's name.
+    pub from: std::sync::Arc<str>,
+    /// The published JSON value, as sent.
+    pub data: Box<RawValue>,
+    /// When the event was accepted (RFC 3339, UTC, milliseconds).
+    pub ts: String,
+}
+
 /// A room event as clients receive it (`event` frames, SSE data, history).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EventFrame<'a> {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::mailbox::CountedRecipient;
-use crate::protocol::MemberView;
+use crate::protocol::{MemberView, RoomEvent};
 use crate::stores::redis::RedisPool;
 
 /// Shortest wait before resubscribing after the bus connection drops.
@@ -70,18 +70,7 @@ return seq
 #[derive(Debug)]
 pub enum BusEvent {
     /// A room event, numbered by Redis.
-    Event {
-        /// The room.
-        room: String,
-        /// Its sequence number.
-        seq: u64,
-        /// The publisher's name.
-        from: Arc<str>,
-        /// The published value.
-        data: Box<RawValue>,
-        /// When it was accepted.
-        ts: String,
-    },
+    Event(RoomEvent),
     /// A member joined on some node.
     MemberJoined {
         /// The room.
@@ -183,13 +172,13 @@ impl std::fmt::Debug for RedisBus {
 fn parse_wire(room: String, payload: &[u8]) -> Option<BusEvent> {
     let wire: Wire<'_> = serde_json::from_slice(payload).ok()?;
     match wire.k {
-        "e" => Some(BusEvent::Event {
+        "e" => Some(BusEvent::Event(RoomEvent {
             room,
             seq: wire.seq?,
             from: wire.from?.into(),
             data: wire.data?.to_owned(),
             ts: wire.ts?.to_owned(),
-        }),
+        })),
         "j" => Some(BusEvent::MemberJoined {
             room,
             member: wire.member?,

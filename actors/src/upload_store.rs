@@ -12,7 +12,8 @@
 //!   cleanup job).
 //!
 //! An upload that is not committed (a body cut short, too large, a failed enqueue) is
-//! removed when its writer or pending upload is dropped. The actor also sweeps the
+//! discarded before the client is answered, and removed when its writer or pending upload
+//! is dropped in any other way (the client went away mid-body). The actor also sweeps the
 //! directory every [`SWEEP_INTERVAL`] for files older than `UPLOAD_TTL_SECS` plus
 //! [`SWEEP_GRACE`]: the safety net for a cleanup job that ran on another node, which cannot
 //! see this node's disk.
@@ -85,7 +86,15 @@ fn meta_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 
-/// Removes a file from a drop handler, off the event loop.
+/// Removes a file now (a client told "nothing was kept" must find nothing kept).
+async fn remove_now(path: Option<PathBuf>) {
+    if let Some(path) = path {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+}
+
+/// Removes a file from a drop handler, off the event loop: for an upload given up without
+/// [`UploadWriter::discard`] (a request dropped mid-body).
 fn remove_later(path: PathBuf) {
     if tokio::runtime::Handle::try_current().is_ok() {
         actix_rt::spawn(async move {
@@ -118,7 +127,10 @@ impl UploadWriter {
 
     /// The body ended: flushes the file. The upload is kept once committed.
     pub async fn finish(mut self) -> Result<PendingUpload, UploadError> {
-        self.file.flush().await.map_err(io)?;
+        if let Err(e) = self.file.flush().await {
+            self.discard().await;
+            return Err(io(e));
+        }
         Ok(PendingUpload {
             id: std::mem::take(&mut self.id),
             filename: std::mem::take(&mut self.filename),
@@ -126,6 +138,13 @@ impl UploadWriter {
             sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
             path: self.path.take(),
         })
+    }
+}
+
+impl UploadWriter {
+    /// Gives the upload up and removes what was written, before returning.
+    pub async fn discard(mut self) {
+        remove_now(self.path.take()).await;
     }
 }
 
@@ -145,6 +164,13 @@ pub struct PendingUpload {
     size: u64,
     sha256: String,
     path: Option<PathBuf>,
+}
+
+impl PendingUpload {
+    /// Gives the upload up and removes its file, before returning.
+    pub async fn discard(mut self) {
+        remove_now(self.path.take()).await;
+    }
 }
 
 impl Drop for PendingUpload {
@@ -273,10 +299,11 @@ impl Handler<CommitUpload> for UploadStore {
                 sha256: std::mem::take(&mut upload.sha256),
                 cleanup_job_id: msg.cleanup_job_id,
             };
-            let text = serde_json::to_vec(&meta).map_err(|e| UploadError::Io(e.to_string()))?;
-            tokio::fs::write(meta_path(&dir, &meta.id), text)
-                .await
-                .map_err(io)?;
+            let text = serde_json::to_vec(&meta).expect("upload metadata serialises");
+            if let Err(e) = tokio::fs::write(meta_path(&dir, &meta.id), text).await {
+                upload.discard().await;
+                return Err(io(e));
+            }
             upload.path = None; // kept
             Ok(meta)
         })

@@ -135,12 +135,23 @@ pub async fn upload(
             filename,
             max_bytes: state.config.files.max_bytes,
         };
-        // Dropped on any error below, the writer removes what it wrote.
         let mut writer = state.uploads.send(create).await.map_err(store_down)??;
+        let mut received = Ok(());
         while let Some(chunk) = field.next().await {
-            let chunk = chunk
-                .map_err(|e| AppError::BadRequest(format!("the upload was cut short: {e}")))?;
-            writer.write(&chunk).await?;
+            received = match chunk {
+                Ok(chunk) => writer.write(&chunk).await.map_err(AppError::from),
+                Err(e) => Err(AppError::BadRequest(format!(
+                    "the upload was cut short: {e}"
+                ))),
+            };
+            if received.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = received {
+            // Nothing is kept: the file is gone before the client hears why.
+            writer.discard().await;
+            return Err(e);
         }
         let upload = writer.finish().await?;
         let job = NewJob::new(
@@ -150,7 +161,13 @@ pub async fn upload(
             state.config.files.ttl,
         );
         // Without its cleanup job the file would stay forever: refuse it.
-        let cleanup_job_id = ask(&db, EnqueueJobs { jobs: vec![job] }).await?[0];
+        let cleanup_job_id = match ask(&db, EnqueueJobs { jobs: vec![job] }).await {
+            Ok(ids) => ids[0],
+            Err(e) => {
+                upload.discard().await;
+                return Err(e);
+            }
+        };
         let meta = state
             .uploads
             .send(CommitUpload {

@@ -15,18 +15,12 @@ impl Handler<FromBus> for RoomBroker {
     type Result = ();
 
     fn handle(&mut self, msg: FromBus, _: &mut Self::Context) {
-        if let (Some(held), BusEvent::Event { .. }) = (self.held.as_mut(), &msg.event) {
+        if let (Some(held), BusEvent::Event(_)) = (self.held.as_mut(), &msg.event) {
             held.push(msg.event);
             return;
         }
         match msg.event {
-            BusEvent::Event {
-                room,
-                seq,
-                from,
-                data,
-                ts,
-            } => self.apply_event(&room, seq, &from, &data, &ts),
+            BusEvent::Event(event) => self.apply_event(&event),
             BusEvent::MemberJoined { room, member, node } => {
                 self.relay_presence(&room, &member, &node, true)
             }
@@ -81,15 +75,8 @@ impl Handler<BusStatus> for RoomBroker {
         ctx.spawn(fut.into_actor(self).map(|events, this, _| {
             let held = this.held.take().unwrap_or_default();
             for ev in events.into_iter().chain(held) {
-                if let BusEvent::Event {
-                    room,
-                    seq,
-                    from,
-                    data,
-                    ts,
-                } = ev
-                {
-                    this.apply_event(&room, seq, &from, &data, &ts);
+                if let BusEvent::Event(event) = ev {
+                    this.apply_event(&event);
                 }
             }
         }));

@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_http::ws::CloseCode;
 use bytestring::ByteString;
-use serde_json::value::RawValue;
 
 pub use messages::*;
 use room::{MemberEntry, Room, StoredEvent};
@@ -41,7 +40,7 @@ use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::clock::rfc3339_now;
 use crate::mailbox::Mailbox;
 use crate::metrics::RealtimeMetrics;
-use crate::protocol::ServerMsg;
+use crate::protocol::{RoomEvent, ServerMsg};
 use crate::redis_bus::{BusStatus, FromBus, RedisBus};
 use crate::sse_feed::{Activity, FeedHandle};
 
@@ -169,8 +168,9 @@ impl RoomBroker {
         self.drop_failed(slow);
     }
 
-    /// Stores an event numbered `seq` and fans it out to local subscribers.
-    fn apply_event(&mut self, room: &str, seq: u64, from: &str, data: &RawValue, ts: &str) {
+    /// Stores a numbered event and fans it out to local subscribers.
+    fn apply_event(&mut self, event: &RoomEvent) {
+        let (room, seq) = (event.room.as_str(), event.seq);
         let limit = self.config.history_limit;
         let Ok(r) = self.room_mut(room) else {
             return;
@@ -180,7 +180,7 @@ impl RoomBroker {
         }
         r.seq = r.seq.max(seq);
         r.last_active = Instant::now();
-        let mut ev = StoredEvent::new(room, seq, from, data, ts);
+        let mut ev = StoredEvent::new(event);
         let mut delivered = 0u64;
         let mut failed = Vec::new();
         let (mut text, mut sse) = (None, None);
@@ -356,16 +356,22 @@ impl Handler<Publish> for RoomBroker {
             }
         };
         self.metrics.published.inc();
-        let ts = rfc3339_now();
+        let mut event = RoomEvent {
+            room,
+            seq: last_seq + 1,
+            from,
+            data,
+            ts: rfc3339_now(),
+        };
 
         if let Some(bus) = self.connected_bus() {
             // Redis numbers the event and broadcasts it to every node, this one included;
             // delivery happens when it comes back on the subscription, in seq order.
             let fut = bus.publish(
-                room.clone(),
-                from.clone(),
-                data.clone(),
-                ts.clone(),
+                event.room.clone(),
+                event.from.clone(),
+                event.data.clone(),
+                event.ts.clone(),
                 last_seq,
             );
             return Box::pin(
@@ -377,20 +383,23 @@ impl Handler<Publish> for RoomBroker {
                         }
                         Err(e) => {
                             // Redis failed mid-publish: deliver locally so nothing accepted is lost.
-                            log::warn!("room={room} bus publish failed ({e}); delivering locally");
-                            let seq = this.rooms.get(&*room).map(|r| r.seq).unwrap_or(last_seq) + 1;
-                            this.apply_event(&room, seq, &from, &data, &ts);
-                            send_ack(&ack, seq);
-                            Ok(seq)
+                            log::warn!(
+                                "room={} bus publish failed ({e}); delivering locally",
+                                event.room
+                            );
+                            let seen = this.rooms.get(event.room.as_str()).map(|r| r.seq);
+                            event.seq = seen.unwrap_or(last_seq) + 1;
+                            this.apply_event(&event);
+                            send_ack(&ack, event.seq);
+                            Ok(event.seq)
                         }
                     }),
             );
         }
 
-        let seq = last_seq + 1;
-        self.apply_event(&room, seq, &from, &data, &ts);
-        send_ack(&ack, seq);
-        Box::pin(actix::fut::ready(Ok(seq)))
+        self.apply_event(&event);
+        send_ack(&ack, event.seq);
+        Box::pin(actix::fut::ready(Ok(event.seq)))
     }
 }
 

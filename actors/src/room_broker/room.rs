@@ -10,11 +10,10 @@ use std::time::Instant;
 
 use actix::Recipient;
 use bytestring::ByteString;
-use serde_json::value::RawValue;
 
 use super::messages::{EventFormat, Evicted, MemberId, Subscriber};
 use crate::client_queue::ClientQueue;
-use crate::protocol::{EventFrame, MemberView};
+use crate::protocol::{EventFrame, MemberView, RoomEvent};
 use crate::redis_bus::BusEvent;
 
 /// One event kept in a room's history.
@@ -27,18 +26,18 @@ pub(super) struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The event `seq` of `room`, serialised.
-    pub(super) fn new(room: &str, seq: u64, from: &str, data: &RawValue, ts: &str) -> Self {
+    /// The event, serialised.
+    pub(super) fn new(event: &RoomEvent) -> Self {
         let frame = EventFrame {
             kind: "event",
-            room,
-            seq,
-            from,
-            data,
-            ts,
+            room: &event.room,
+            seq: event.seq,
+            from: &event.from,
+            data: &event.data,
+            ts: &event.ts,
         };
         Self {
-            seq,
+            seq: event.seq,
             json: serde_json::to_string(&frame)
                 .expect("event serialises")
                 .into(),
@@ -50,15 +49,9 @@ impl StoredEvent {
     /// The room events among `events` (read from the Redis history).
     pub(super) fn from_bus(events: Vec<BusEvent>) -> Vec<Self> {
         events
-            .into_iter()
+            .iter()
             .filter_map(|ev| match ev {
-                BusEvent::Event {
-                    room,
-                    seq,
-                    from,
-                    data,
-                    ts,
-                } => Some(Self::new(&room, seq, &from, &data, &ts)),
+                BusEvent::Event(event) => Some(Self::new(event)),
                 _ => None,
             })
             .collect()
@@ -162,11 +155,18 @@ pub(super) struct MemberEntry {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
     fn event(seq: u64, data: &str) -> StoredEvent {
-        let data = RawValue::from_string(data.to_owned()).unwrap();
-        StoredEvent::new("lobby", seq, "alice", &data, "2026-12-01T00:00:00.000Z")
+        StoredEvent::new(&RoomEvent {
+            room: "lobby".into(),
+            seq,
+            from: "alice".into(),
+            data: RawValue::from_string(data.to_owned()).unwrap(),
+            ts: "2026-12-01T00:00:00.000Z".into(),
+        })
     }
 
     #[test]
