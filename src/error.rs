@@ -26,6 +26,9 @@ pub enum AppError {
     /// The resource does not exist (404).
     #[error("{0}")]
     NotFound(String),
+    /// The request body arrived too slowly (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The resource already exists or the state forbids the change (409).
     #[error("{0}")]
     Conflict(String),
@@ -44,9 +47,12 @@ pub enum AppError {
     /// An upstream answered with an error or an unusable body (502).
     #[error("{0}")]
     BadGateway(String),
-    /// A dependency is down or unreachable (503).
+    /// A dependency is down or unreachable, or the server is too busy (503).
     #[error("{0}")]
     Unavailable(String),
+    /// There is no room to store what was sent (507).
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// An upstream or statement did not answer in time (504).
     #[error("{0}")]
     GatewayTimeout(String),
@@ -63,6 +69,7 @@ impl AppError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -70,6 +77,7 @@ impl AppError {
             Self::TooManyRequests(_) => "too_many_requests",
             Self::BadGateway(_) => "bad_gateway",
             Self::Unavailable(_) => "service_unavailable",
+            Self::InsufficientStorage(_) => "insufficient_storage",
             Self::GatewayTimeout(_) => "gateway_timeout",
             Self::Internal(_) => "internal_error",
         }
@@ -91,6 +99,7 @@ impl ResponseError for AppError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -98,6 +107,7 @@ impl ResponseError for AppError {
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -175,6 +185,7 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
         502 => "bad_gateway",
         503 => "service_unavailable",
         504 => "gateway_timeout",
+        507 => "insufficient_storage",
         s if s >= 500 => "internal_error",
         _ => "client_error",
     }
@@ -207,6 +218,7 @@ pub fn extractor_configs(
                     AppError::Unprocessable(format!("invalid JSON body: {e}"))
                 }
                 E::Deserialize(e) => AppError::BadRequest(format!("malformed JSON body: {e}")),
+                E::Payload(e) if is_body_timeout(e) => AppError::RequestTimeout(e.to_string()),
                 other => AppError::BadRequest(format!("could not read the JSON body: {other}")),
             };
             app.into()
@@ -219,6 +231,18 @@ pub fn extractor_configs(
     });
     let payload = web::PayloadConfig::default().limit(max_body_bytes);
     (json, query, path, payload)
+}
+
+/// Whether a body read failed because the body arrived too slowly (see
+/// [`crate::body_deadline`]).
+pub fn is_body_timeout(e: &actix_web::error::PayloadError) -> bool {
+    matches!(e, actix_web::error::PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+impl From<courier_actors::blocking::PoolBusy> for AppError {
+    fn from(e: courier_actors::blocking::PoolBusy) -> Self {
+        Self::Unavailable(e.to_string())
+    }
 }
 
 impl From<courier_actors::db::DbError> for AppError {

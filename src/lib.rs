@@ -5,10 +5,13 @@
 //! port-0 listener.
 
 pub mod auth;
+pub mod body_deadline;
+pub mod client_budgets;
 pub mod config;
 pub mod error;
 pub mod http_client;
 pub mod metrics;
+pub mod multipart;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -3,13 +3,15 @@
 //! actix app data.
 //!
 //! State that changes lives in the actors; what is shared here besides their handles is
-//! limited to three things that are safe to share by design: the connection-number counter
-//! (an atomic), the CPU slots (a semaphore) and the metrics registry.
+//! limited to things that are safe to share by design: the connection-number counter (an
+//! atomic), the thread pools (bounded queues), the per-address replay budgets (a bounded
+//! table behind a lock), the shutdown signal and the metrics registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
+use courier_actors::blocking::BlockingPool;
 use courier_actors::cache::Cache;
 use courier_actors::client_queue::QueueLimits;
 use courier_actors::db::Database;
@@ -20,9 +22,9 @@ use courier_actors::sse_feed::FeedHandle;
 use courier_actors::stores::redis::RedisPool;
 use courier_actors::upload_store::UploadStore;
 use courier_actors::ws_session::SessionConfig;
-use tokio::sync::Semaphore;
 use url::Url;
 
+use crate::client_budgets::ClientBudgets;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -52,11 +54,23 @@ pub struct AppState {
     pub job_events: JobEvents,
     /// The uploads directory's owner.
     pub uploads: Addr<UploadStore>,
-    /// Bounds CPU-heavy work to one task per core, so it queues instead of oversubscribing
-    /// the machine.
-    pub cpu_slots: Arc<Semaphore>,
+    /// Thread pools for CPU-heavy and blocking work.
+    pub pools: Pools,
+    /// Budgets of replayed history per client address (REST and SSE).
+    pub replay_budgets: Arc<ClientBudgets>,
+    /// Turns true when the server starts shutting down: streams end.
+    pub closing: tokio::sync::watch::Receiver<bool>,
     /// The realtime core's actors.
     pub realtime: Realtime,
+}
+
+/// The thread pools, apart from the runtime's blocking pool (database and file I/O).
+#[derive(Clone)]
+pub struct Pools {
+    /// One thread per core: `/cpu-intensive` and the cache's computations.
+    pub cpu: BlockingPool,
+    /// `SYNC_POOL_THREADS` threads: handlers that block (`/sync`).
+    pub sync: BlockingPool,
 }
 
 /// Handles of the realtime actors.

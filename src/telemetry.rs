@@ -248,7 +248,24 @@ fn acceptable_request_id(value: &HeaderValue) -> bool {
 /// The metrics of one route, looked up once per worker instead of once per request.
 struct RouteMetrics {
     latency: Histogram,
-    requests: Vec<(Method, u16, IntCounter)>,
+    requests: Vec<(&'static str, u16, IntCounter)>,
+}
+
+/// The `method` label of a request: one of the standard methods, or `other`, so a client
+/// sending made-up methods cannot create new metric series.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Most routes a worker caches metric handles for (route patterns are few; this only
@@ -377,16 +394,17 @@ where
                 let entry = cache.get_mut(route).expect("inserted above");
                 entry.latency.observe(elapsed.as_secs_f64());
                 let code = status.as_u16();
+                let method = method_label(req.method());
                 match entry
                     .requests
                     .iter()
-                    .find(|(m, s, _)| *s == code && m == req.method())
+                    .find(|(m, s, _)| *s == code && *m == method)
                 {
                     Some((_, _, counter)) => counter.inc(),
                     None => {
-                        let counter = metrics.request_counter(req.method().as_str(), route, code);
+                        let counter = metrics.request_counter(method, route, code);
                         counter.inc();
-                        entry.requests.push((req.method().clone(), code, counter));
+                        entry.requests.push((method, code, counter));
                     }
                 }
             }

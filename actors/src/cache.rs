@@ -1,7 +1,7 @@
 //! `Cache`: the TTL cache in front of expensive computations, with single-flight.
 //!
 //! One `Cache` actor runs per node. A [`GetOrCompute`] is answered from the store when the key
-//! is there; otherwise the computation runs once — on the blocking pool, since it is
+//! is there; otherwise the computation runs once — on the CPU pool, since it is
 //! CPU-bound — however many requests ask for the key meanwhile: later askers wait for the
 //! same result instead of starting their own (single-flight). The store is Redis
 //! (`{APP_NAME}:cache:{key}` with an expiry) when configured, so nodes share results;
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use crate::blocking::BlockingPool;
 use crate::metrics;
 use crate::stores::redis::RedisPool;
 
@@ -46,6 +47,9 @@ pub enum CacheError {
     /// The computation itself failed.
     #[error("the computation failed: {0}")]
     Compute(String),
+    /// The CPU pool is full: the server is busy.
+    #[error("the server is busy; try again")]
+    Busy,
 }
 
 /// The cache's settings.
@@ -132,6 +136,10 @@ pub struct Cache {
     config: CacheConfig,
     metrics: CacheMetrics,
     redis: Option<RedisCache>,
+    /// The threads computations run on (one per core, shared with the server's other
+    /// CPU-heavy work), so a flood of distinct keys queues there instead of oversubscribing
+    /// the machine, and waits for nothing else.
+    cpu: BlockingPool,
     /// In-process values with their expiry (only without Redis).
     local: HashMap<String, (Arc<Value>, Instant)>,
     /// Keys being computed, with the requests waiting for them.
@@ -139,12 +147,18 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache on Redis when `redis` is given, in process otherwise.
-    pub fn new(config: CacheConfig, metrics: CacheMetrics, redis: Option<RedisCache>) -> Self {
+    /// A cache on Redis when `redis` is given, in process otherwise, computing on `cpu`.
+    pub fn new(
+        config: CacheConfig,
+        metrics: CacheMetrics,
+        redis: Option<RedisCache>,
+        cpu: BlockingPool,
+    ) -> Self {
         Self {
             config,
             metrics,
             redis,
+            cpu,
             local: HashMap::new(),
             in_flight: HashMap::new(),
         }
@@ -241,6 +255,7 @@ impl Handler<GetOrCompute> for Cache {
         self.in_flight.insert(key.clone(), vec![tx]);
 
         let redis = self.redis.clone();
+        let cpu = self.cpu.clone();
         let config = self.config.clone();
         let metrics = self.metrics.clone();
         let fetch_key = key.clone();
@@ -263,10 +278,10 @@ impl Handler<GetOrCompute> for Cache {
             }
             metrics.computations.inc();
             let rounds = config.rounds;
-            let value =
-                tokio::task::spawn_blocking(move || compute_expensive_result(&fetch_key, rounds))
-                    .await
-                    .map_err(|e| CacheError::Compute(e.to_string()))?;
+            let value = cpu
+                .run(move || compute_expensive_result(&fetch_key, rounds))
+                .await
+                .map_err(|_| CacheError::Busy)?;
             if let (Some(store), Some(stored_key)) = (&redis, &stored_key) {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(stored_key)

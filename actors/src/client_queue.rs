@@ -12,6 +12,7 @@
 //! reference to the same buffer.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,12 +72,17 @@ pub enum SendError {
 
 struct State {
     queue: VecDeque<OutFrame>,
-    bytes: usize,
     receiver_gone: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Frames waiting, in the queue or in the reader's batch not yet encoded.
+    pending: AtomicUsize,
+    /// Their payload bytes. Both are raised by senders (under the lock, so the bound holds)
+    /// and lowered by the reader as it encodes each frame, so frames taken into a batch
+    /// still count until they are written.
+    pending_bytes: AtomicUsize,
     senders: AtomicUsize,
     limits: QueueLimits,
     evicted: AtomicBool,
@@ -133,7 +139,8 @@ impl Drop for QueueReader {
         let mut st = self.shared.lock();
         st.receiver_gone = true;
         st.queue = VecDeque::new();
-        st.bytes = 0;
+        self.shared.pending.store(0, Ordering::Release);
+        self.shared.pending_bytes.store(0, Ordering::Release);
     }
 }
 
@@ -142,9 +149,10 @@ pub fn queue(limits: QueueLimits) -> (ClientQueue, QueueReader) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
-            bytes: 0,
             receiver_gone: false,
         }),
+        pending: AtomicUsize::new(0),
+        pending_bytes: AtomicUsize::new(0),
         senders: AtomicUsize::new(1),
         limits,
         evicted: AtomicBool::new(false),
@@ -174,12 +182,18 @@ impl ClientQueue {
             if st.receiver_gone {
                 return Err(SendError::Closed);
             }
-            if st.queue.len() >= limits.messages || (cost > 0 && st.bytes + cost > limits.bytes) {
+            let shared = &self.shared;
+            let (pending, bytes) = (
+                shared.pending.load(Ordering::Acquire),
+                shared.pending_bytes.load(Ordering::Acquire),
+            );
+            if pending >= limits.messages || (cost > 0 && bytes + cost > limits.bytes) {
                 return Err(SendError::Full);
             }
             let was_empty = st.queue.is_empty();
             st.queue.push_back(frame);
-            st.bytes += cost;
+            shared.pending.fetch_add(1, Ordering::AcqRel);
+            shared.pending_bytes.fetch_add(cost, Ordering::AcqRel);
             was_empty
         };
         // The stream takes everything queued each time it runs, so only a message that
@@ -202,7 +216,8 @@ impl ClientQueue {
         {
             let mut st = self.shared.lock();
             st.queue = VecDeque::new();
-            st.bytes = 0;
+            self.shared.pending.store(0, Ordering::Release);
+            self.shared.pending_bytes.store(0, Ordering::Release);
         }
         self.shared.waker.wake();
     }
@@ -219,7 +234,7 @@ impl ClientQueue {
 
     /// Payload bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.lock().bytes
+        self.shared.pending_bytes.load(Ordering::Acquire)
     }
 
     /// Whether two handles feed the same client.
@@ -233,6 +248,22 @@ impl ClientQueue {
 const IDLE_BATCH_CAPACITY: usize = 8;
 
 impl QueueReader {
+    /// Counts a frame out of the queue's bounds as it is handed over to be encoded.
+    fn written(&self, frame: OutFrame) -> OutFrame {
+        let _ = self
+            .shared
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        let cost = frame.cost();
+        let _ = self
+            .shared
+            .pending_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(cost))
+            });
+        frame
+    }
+
     /// Whether the queue's client was evicted as too slow.
     fn evicted(&self) -> bool {
         self.shared.evicted.load(Ordering::Relaxed)
@@ -245,7 +276,7 @@ impl QueueReader {
             return Poll::Ready(None);
         }
         if let Some(frame) = self.batch.pop_front() {
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some(self.written(frame)));
         }
         if self.batch.capacity() > IDLE_BATCH_CAPACITY {
             self.batch = VecDeque::new();
@@ -258,10 +289,9 @@ impl QueueReader {
         {
             let mut st = self.shared.lock();
             std::mem::swap(&mut st.queue, &mut self.batch);
-            st.bytes = 0;
         }
         if let Some(frame) = self.batch.pop_front() {
-            return Poll::Ready(Some(frame));
+            return Poll::Ready(Some(self.written(frame)));
         }
         if senders == 0 {
             return Poll::Ready(None);
@@ -270,12 +300,19 @@ impl QueueReader {
     }
 }
 
+/// After the server's close frame, a client has this long to close the connection before
+/// the server drops it (RFC 6455 §7.1.1: the server should close the TCP connection once
+/// the closing handshake is done; a client that keeps sending is not waited for).
+pub const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A WebSocket response body: encodes queued frames with the server-side codec.
 pub struct WsBody {
     inbox: QueueReader,
     codec: Codec,
     buf: BytesMut,
     done: bool,
+    /// Set once a close frame was written: when it fires, the connection is dropped.
+    close_deadline: Option<Pin<Box<actix_rt::time::Sleep>>>,
 }
 
 impl WsBody {
@@ -286,7 +323,13 @@ impl WsBody {
             codec: Codec::new(),
             buf: BytesMut::new(),
             done: false,
+            close_deadline: None,
         }
+    }
+
+    fn closed(&mut self) {
+        self.done = true;
+        self.close_deadline = Some(Box::pin(actix_rt::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));
     }
 }
 
@@ -296,7 +339,15 @@ impl Stream for WsBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.done {
-            return Poll::Ready(None);
+            return match this.close_deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                // The client did not close the connection in time: an error makes the
+                // HTTP layer drop it.
+                Some(Poll::Ready(())) => Poll::Ready(Some(Err(std::io::Error::other(
+                    "the client did not close the WebSocket after the close frame",
+                )))),
+                Some(Poll::Pending) => Poll::Pending,
+                None => Poll::Ready(None),
+            };
         }
         while this.buf.len() < MAX_CHUNK_BYTES {
             match this.inbox.poll_frame(cx) {
@@ -306,7 +357,7 @@ impl Stream for WsBody {
                         OutFrame::Ping => Message::Ping(Bytes::new()),
                         OutFrame::Pong(b) => Message::Pong(b),
                         OutFrame::Close(code, reason) => {
-                            this.done = true;
+                            this.closed();
                             Message::Close(Some(CloseReason {
                                 code,
                                 description: (!reason.is_empty()).then_some(reason),
@@ -324,6 +375,7 @@ impl Stream for WsBody {
                     this.done = true;
                     if this.inbox.evicted() {
                         // What was queued is dropped; a client that reads again learns why.
+                        this.closed();
                         this.buf.clear();
                         let reason = CloseReason {
                             code: CloseCode::Policy,
@@ -342,7 +394,8 @@ impl Stream for WsBody {
             return Poll::Ready(Some(Ok(this.buf.split().freeze())));
         }
         if this.done {
-            Poll::Ready(None)
+            // Register the close deadline's timer, or end.
+            Pin::new(this).poll_next(cx)
         } else {
             Poll::Pending
         }
@@ -473,6 +526,24 @@ mod tests {
         // Once the reader takes what is queued, there is room again.
         assert_eq!(drain(&mut reader).len(), 1);
         assert_eq!(out.try_send(text(10)), Ok(()));
+    }
+
+    #[test]
+    fn frames_taken_for_writing_still_count_until_written() {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (out, mut reader) = queue(QueueLimits {
+            messages: 100,
+            bytes: 10,
+        });
+        out.try_send(text(4)).unwrap();
+        out.try_send(text(4)).unwrap();
+        // The reader takes both into its batch and hands out the first.
+        assert!(matches!(reader.poll_frame(&mut cx), Poll::Ready(Some(_))));
+        // One 4-byte frame is still waiting to be written: 4 + 4 more fit, 4 + 7 do not.
+        assert_eq!(out.queued_bytes(), 4);
+        assert_eq!(out.try_send(text(7)), Err(SendError::Full));
+        out.try_send(text(6)).unwrap();
     }
 
     #[test]

@@ -42,6 +42,7 @@
 //! leaf modules ([`protocol`], [`client_queue`], [`mailbox`], [`metrics`], [`clock`]). No
 //! module imports a module that imports it back (checked by a test in `tests/api`).
 
+pub mod blocking;
 pub mod cache;
 pub mod client_queue;
 pub mod clock;
@@ -51,6 +52,7 @@ pub mod job_worker;
 pub mod mailbox;
 pub mod metrics;
 pub mod protocol;
+pub mod rate_limit;
 pub mod redis_bus;
 pub mod room_broker;
 pub mod sse_feed;

@@ -35,6 +35,12 @@ pub struct RealtimeMetrics {
     pub bad_frames: IntCounter,
     /// Cross-node bus: 1 while connected to Redis pub/sub.
     pub bus_connected: IntGauge,
+    /// Bytes of room history this node holds.
+    pub history_bytes: IntGauge,
+    /// Rooms whose history was dropped to keep the node's history budget.
+    pub history_evictions: IntCounter,
+    /// Rooms forgotten to make space for new ones (`MAX_ROOMS`).
+    pub rooms_forgotten: IntCounter,
 }
 
 /// Latency buckets in seconds, from sub-millisecond routes and queries to 10 s waits.
@@ -156,6 +162,21 @@ impl RealtimeMetrics {
                 registry,
                 "courier_bus_connected",
                 "1 while the cross-node Redis bus is connected (0 when down or not configured).",
+            ),
+            history_bytes: int_gauge(
+                registry,
+                "courier_history_bytes",
+                "Bytes of room history held by this node (HISTORY_MAX_BYTES at most).",
+            ),
+            history_evictions: int_counter(
+                registry,
+                "courier_history_evictions_total",
+                "Rooms whose history was dropped to keep the node's history budget.",
+            ),
+            rooms_forgotten: int_counter(
+                registry,
+                "courier_rooms_forgotten_total",
+                "Rooms without subscribers forgotten to make space for new ones (MAX_ROOMS).",
             ),
         }
     }

@@ -221,6 +221,62 @@ pub fn validate_room(room: &str) -> Result<(), String> {
     }
 }
 
+/// Published data as it is kept and sent: the client's JSON with the whitespace outside
+/// strings removed, so an event never carries a raw CR or LF (an SSE `data:` line must not
+/// be split) and is no larger than it needs to be; arrays and objects nested deeper than
+/// `max_depth` are refused (JSON parsers of subscribers have recursion limits).
+pub fn compact_data(raw: Box<RawValue>, max_depth: usize) -> Result<Box<RawValue>, String> {
+    let text = raw.get();
+    let (mut in_string, mut escaped, mut depth) = (false, false, 0usize);
+    let mut spaces = 0usize;
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(format!(
+                        "data is nested deeper than {max_depth} levels of arrays and objects"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b' ' | b'\t' | b'\n' | b'\r' => spaces += 1,
+            _ => {}
+        }
+    }
+    if spaces == 0 {
+        return Ok(raw);
+    }
+    let mut compact = String::with_capacity(text.len() - spaces);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        } else if c == '"' {
+            in_string = true;
+        }
+        compact.push(c);
+    }
+    RawValue::from_string(compact).map_err(|e| format!("data is not JSON: {e}"))
+}
+
 /// A member as others see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberView {
@@ -364,6 +420,84 @@ mod tests {
             "invalid_room"
         );
         assert_eq!(code(r#"{"type":"publish","room":"a"}"#), "invalid_message");
+    }
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn published_data_is_compacted_outside_strings() {
+        let data = compact_data(
+            raw("{\n  \"a\" : [1, 2],\r\n \"b\": \"x \\\" y\\n\"\n}"),
+            64,
+        )
+        .unwrap();
+        assert_eq!(data.get(), r#"{"a":[1,2],"b":"x \" y\n"}"#);
+        assert!(!data.get().contains(['\n', '\r']));
+        // Already compact: kept as it is.
+        assert_eq!(
+            compact_data(raw(r#"{"a":"b c"}"#), 64).unwrap().get(),
+            r#"{"a":"b c"}"#
+        );
+    }
+
+    #[test]
+    fn published_data_nested_too_deep_is_refused() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(compact_data(raw(&deep(64)), 64).is_ok());
+        assert!(compact_data(raw(&deep(65)), 64).is_err());
+        // Brackets inside strings do not count.
+        let text = format!("\"{}\"", "[".repeat(100));
+        assert!(compact_data(raw(&text), 64).is_ok());
+    }
+
+    proptest::proptest! {
+        /// Any text a client sends is parsed or refused with an error frame; never a panic.
+        #[test]
+        fn arbitrary_frames_never_panic(text in ".{0,300}") {
+            let _ = parse_client(&text);
+        }
+
+        /// Frames that look like the protocol, with arbitrary values, never panic either,
+        /// and an accepted publish keeps its data.
+        #[test]
+        fn protocol_shaped_frames_never_panic(
+            kind in proptest::sample::select(vec!["ping", "message", "join", "leave", "publish", "presence", "typing", "x"]),
+            room in "[ -~]{0,70}",
+            since in proptest::option::of(proptest::prelude::any::<u64>()),
+            data in "[ -~]{0,40}",
+        ) {
+            let frame = serde_json::json!({"type": kind, "room": room, "since": since, "data": data, "id": "c1"});
+            let _ = parse_client(&frame.to_string());
+        }
+
+        /// Compacting keeps the value exactly (as parsed) and leaves no raw line breaks.
+        #[test]
+        fn compacting_keeps_the_value(value in arbitrary_json()) {
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            let compact = compact_data(RawValue::from_string(pretty).unwrap(), 128).unwrap();
+            proptest::prop_assert!(!compact.get().contains(['\n', '\r']));
+            let back: serde_json::Value = serde_json::from_str(compact.get()).unwrap();
+            proptest::prop_assert_eq!(back, value);
+        }
+    }
+
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[ -~\n\t]{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[ -~]{0,6}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The inbound half of a WebSocket: decodes the request body into frames.
 //!
-//! actix-http's codec compares a frame's length with the limit only once the whole frame
-//! has arrived: a frame over the limit is refused (close 1009), but after it was buffered.
+//! A frame's declared length is checked against the limit as soon as its header has
+//! arrived, before any of its payload is read: a frame over the limit is refused at once
+//! (the session closes with 1009) and nothing more of it is buffered. (actix-http's codec
+//! compares the length only once the whole frame has arrived, so it would buffer a frame
+//! that declares 2^40 bytes for as long as the client keeps sending.) What this stream
+//! holds is therefore at most one frame of the limit's size plus one read chunk.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,6 +24,7 @@ pub struct WsFrames {
     body: BodyStream,
     codec: Codec,
     buf: BytesMut,
+    max: usize,
     closed: bool,
 }
 
@@ -30,8 +35,22 @@ impl WsFrames {
             body,
             codec: Codec::new().max_size(max_frame_bytes),
             buf: BytesMut::new(),
+            max: max_frame_bytes,
             closed: false,
         }
+    }
+}
+
+/// The payload length a frame header at the start of `buf` declares, once enough of the
+/// header has arrived (RFC 6455 §5.2: 7 bits, or 16 or 64 more).
+pub fn declared_len(buf: &[u8]) -> Option<u64> {
+    let len7 = buf.get(1)? & 0x7f;
+    match len7 {
+        126 => Some(u64::from(u16::from_be_bytes(
+            buf.get(2..4)?.try_into().ok()?,
+        ))),
+        127 => Some(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)),
+        n => Some(u64::from(n)),
     }
 }
 
@@ -41,6 +60,11 @@ impl Stream for WsFrames {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            if declared_len(&this.buf).is_some_and(|n| n > this.max as u64) {
+                this.closed = true;
+                this.buf = BytesMut::new();
+                return Poll::Ready(Some(Err(ProtocolError::Overflow)));
+            }
             if !this.buf.is_empty() {
                 match this.codec.decode(&mut this.buf) {
                     Ok(Some(frame)) => return Poll::Ready(Some(Ok(frame))),
@@ -131,6 +155,46 @@ mod tests {
             Some(Err(ProtocolError::Overflow))
         ));
         assert!(frames.next().await.is_none());
+    }
+
+    #[actix_rt::test]
+    async fn a_frame_declaring_too_much_is_refused_from_its_header() {
+        // A header declaring 2^40 bytes, then a first piece of the payload: refused without
+        // waiting for (or keeping) the rest.
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        let mut frames = frames_of(vec![header, vec![0; 4096]], 1 << 16);
+        assert!(matches!(
+            frames.next().await,
+            Some(Err(ProtocolError::Overflow))
+        ));
+        assert_eq!(frames.buf.capacity(), 0);
+        assert!(frames.next().await.is_none());
+        assert_eq!(declared_len(&[0x81, 126, 1, 0]), Some(256));
+        assert_eq!(declared_len(&[0x81, 127, 0]), None);
+        assert_eq!(declared_len(&[0x81, 5]), Some(5));
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes in arbitrary chunks never panic, and the buffer never holds more
+        /// than one frame of the limit plus one chunk.
+        #[test]
+        fn arbitrary_input_never_panics_or_overgrows(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0..30)
+        ) {
+            let largest = chunks.iter().map(Vec::len).max().unwrap_or(0);
+            actix_rt::System::new().block_on(async move {
+                let mut frames = frames_of(chunks, 256);
+                while let Some(item) = frames.next().await {
+                    proptest::prop_assert!(frames.buf.len() <= 256 + 14 + largest);
+                    if item.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
 
     #[actix_rt::test]

@@ -38,6 +38,7 @@ use courier_actors::job_worker::JobConfig;
 use courier_actors::room_broker::BrokerConfig;
 use courier_actors::sse_feed::FeedConfig;
 use courier_actors::stores::PoolConfig;
+use courier_actors::upload_store::UploadConfig;
 use courier_actors::ws_session::SessionConfig;
 use url::Url;
 
@@ -119,13 +120,34 @@ pub enum ConfigError {
     },
 }
 
-/// Uploads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilesConfig {
-    /// `UPLOAD_MAX_BYTES`: largest upload (413 beyond).
-    pub max_bytes: u64,
-    /// `UPLOAD_TTL_SECS`: an upload is removed this long after it arrived.
-    pub ttl: Duration,
+/// How slowly a request body may arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// `BODY_TIMEOUT_MS`: a body that sends nothing for this long is cut off, and the
+    /// minimum rate applies after it.
+    pub timeout: Duration,
+    /// `BODY_MIN_BYTES_PER_SEC`: slowest average rate after the first `timeout` (0: none).
+    pub min_rate: u64,
+}
+
+/// The thread pools for blocking and CPU-heavy work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolsConfig {
+    /// `SYNC_POOL_THREADS`: threads for blocking handlers.
+    pub sync_threads: usize,
+    /// `BLOCKING_QUEUE`: tasks waiting per pool before requests get 503.
+    pub queue: usize,
+}
+
+/// What an upload form may hold besides its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultipartConfig {
+    /// `MULTIPART_MAX_HEADER_BYTES`: longest header block of one part.
+    pub header_bytes: usize,
+    /// `MULTIPART_MAX_PARTS`: most parts.
+    pub parts: usize,
+    /// `MULTIPART_MAX_FIELD_BYTES`: most bytes in the fields that are not the file.
+    pub field_bytes: usize,
 }
 
 /// The background job queue and its mail delivery.
@@ -133,9 +155,6 @@ pub struct FilesConfig {
 pub struct JobsConfig {
     /// `JOB_*`: the worker's settings.
     pub worker: JobConfig,
-    /// `JOB_EVENTS_POLL_MS`: how often `/jobs/{id}/events` re-reads a job (to see work done
-    /// on other nodes).
-    pub events_poll: Duration,
     /// `SMTP_URL`: deliver `/send-email` through this server; unset writes the outbox.
     pub smtp_url: Option<ServiceUrl>,
     /// `SMTP_FROM`: the sender address.
@@ -244,6 +263,12 @@ pub struct Config {
     pub upstream_url: Option<Url>,
     /// `MAX_BODY_BYTES`: largest request body accepted.
     pub max_body_bytes: usize,
+    /// `BODY_TIMEOUT_MS`, `BODY_MIN_BYTES_PER_SEC`: how slowly a body may arrive.
+    pub body: BodyLimits,
+    /// `JSON_MAX_DEPTH`: deepest nesting in published data and data rows.
+    pub json_max_depth: usize,
+    /// `SYNC_POOL_THREADS`, `BLOCKING_QUEUE`: the blocking and CPU pools.
+    pub pools: PoolsConfig,
     /// `HTTP_KEEP_ALIVE_SECS`: how long an idle client connection is kept open.
     pub http_keep_alive: Duration,
     /// `CLIENT_REQUEST_TIMEOUT_MS`: longest wait for a client's request head.
@@ -258,8 +283,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The job queue.
     pub jobs: JobsConfig,
-    /// Uploads.
-    pub files: FilesConfig,
+    /// Uploads (`UPLOAD_*`).
+    pub files: UploadConfig,
+    /// Upload forms (`MULTIPART_*`).
+    pub multipart: MultipartConfig,
     /// `AGGREGATE_UPSTREAM_URL`: the API `/aggregate/user/{id}` calls
     /// (`{base}/users/{id}`, `/posts`, `/comments`); unset uses the server's own `/demo`.
     pub aggregate_url: Option<Url>,

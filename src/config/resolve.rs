@@ -14,18 +14,20 @@ use courier_actors::job_worker::JobConfig;
 use courier_actors::room_broker::BrokerConfig;
 use courier_actors::sse_feed::FeedConfig;
 use courier_actors::stores::PoolConfig;
+use courier_actors::upload_store::UploadConfig;
 use courier_actors::ws_session::SessionConfig;
 use url::Url;
 
 use super::settings::{self as s, Kind, Setting};
 use super::sources::{Layers, Source};
 use super::values::{
-    http_url, normalise_scheme, quote, redact_url, valid_app_name, valid_hostname,
+    http_url, normalise_scheme, quote, redact_url, redact_url_text, valid_app_name, valid_hostname,
     valid_log_filter, Secret, ServiceUrl,
 };
 use super::{
-    Config, ConfigError, DataConfig, Environment, FilesConfig, HttpClientConfig, JobsConfig,
-    RealtimeConfig, DEVELOPMENT_JWT_SECRET, MAX_PRICE_SOURCES, MIN_PRODUCTION_SECRET_BYTES,
+    BodyLimits, Config, ConfigError, DataConfig, Environment, HttpClientConfig, JobsConfig,
+    MultipartConfig, PoolsConfig, RealtimeConfig, DEVELOPMENT_JWT_SECRET, MAX_PRICE_SOURCES,
+    MIN_PRODUCTION_SECRET_BYTES,
 };
 
 pub(super) struct Resolver {
@@ -154,8 +156,13 @@ impl Resolver {
             self.record(setting.name, format!("unset ({unset})"));
             return Ok(None);
         };
-        let url = http_url(&raw)
-            .ok_or_else(|| invalid(setting.name, quote(&raw), &setting.kind.expected()))?;
+        let url = http_url(&raw).ok_or_else(|| {
+            invalid(
+                setting.name,
+                quote(&redact_url_text(&raw)),
+                &setting.kind.expected(),
+            )
+        })?;
         self.record(setting.name, redact_url(&url));
         Ok(Some(url))
     }
@@ -230,7 +237,11 @@ impl Resolver {
                 .iter()
                 .all(|s| s.contains("{product_id}") && as_url(s).is_some());
         if !valid {
-            return Err(invalid(setting.name, quote(&raw), &setting.kind.expected()));
+            return Err(invalid(
+                setting.name,
+                quote(&redact_url_text(&raw)),
+                &setting.kind.expected(),
+            ));
         }
         let shown = sources
             .iter()
@@ -259,7 +270,23 @@ impl Resolver {
             flood_limit: self.int(&s::WS_FLOOD_LIMIT)? as u32,
             max_rooms: self.int(&s::WS_MAX_ROOMS_PER_CONNECTION)? as usize,
             anonymous_publish,
+            bytes_per_sec: self.int(&s::WS_BYTES_PER_SEC)? as u32,
+            bytes_burst: self.int(&s::WS_BYTES_BURST)? as u32,
+            json_max_depth: self.int(&s::JSON_MAX_DEPTH)? as usize,
+            replay_bytes_per_sec: self.int(&s::REPLAY_BYTES_PER_SEC)? as u32,
+            replay_bytes_burst: self.int(&s::REPLAY_BYTES_BURST)? as u32,
         };
+        if (session.bytes_burst as usize) < session.max_message_bytes {
+            return Err(invalid(
+                s::WS_BYTES_BURST.name,
+                session.bytes_burst.to_string(),
+                &format!(
+                    "at least {} ({}): a message must fit the burst",
+                    s::WS_MAX_MESSAGE_BYTES.name,
+                    session.max_message_bytes
+                ),
+            ));
+        }
         if session.client_timeout <= session.heartbeat {
             return Err(invalid(
                 s::WS_CLIENT_TIMEOUT_MS.name,
@@ -278,6 +305,8 @@ impl Resolver {
         let tcp_user_timeout = self.duration(&s::TCP_USER_TIMEOUT_MS)?;
         let broker = BrokerConfig {
             history_limit: self.int(&s::ROOM_HISTORY_SIZE)? as usize,
+            history_max_bytes: self.int(&s::ROOM_HISTORY_MAX_BYTES)? as usize,
+            history_budget: self.int(&s::HISTORY_MAX_BYTES)? as usize,
             max_rooms: self.int(&s::MAX_ROOMS)? as usize,
             room_idle: self.duration(&s::ROOM_IDLE_SECS)?,
             typing_interval: self.duration(&s::TYPING_INTERVAL_MS)?,
@@ -356,6 +385,15 @@ impl Resolver {
         };
         let upstream_url = self.http_url(&s::UPSTREAM_URL, "the server's own /demo/data")?;
         let max_body_bytes = self.int(&s::MAX_BODY_BYTES)? as usize;
+        let body = BodyLimits {
+            timeout: self.duration(&s::BODY_TIMEOUT_MS)?,
+            min_rate: self.int(&s::BODY_MIN_BYTES_PER_SEC)?,
+        };
+        let json_max_depth = self.int(&s::JSON_MAX_DEPTH)? as usize;
+        let pools = PoolsConfig {
+            sync_threads: self.int(&s::SYNC_POOL_THREADS)? as usize,
+            queue: self.int(&s::BLOCKING_QUEUE)? as usize,
+        };
         let http_keep_alive = self.duration(&s::HTTP_KEEP_ALIVE_SECS)?;
         let client_request_timeout = self.duration(&s::CLIENT_REQUEST_TIMEOUT_MS)?;
         let shutdown_timeout = self.duration(&s::SHUTDOWN_TIMEOUT_SECS)?;
@@ -368,17 +406,24 @@ impl Resolver {
                 max_attempts: self.int(&s::JOB_MAX_ATTEMPTS)? as i32,
                 backoff_base: self.duration(&s::JOB_BACKOFF_BASE_MS)?,
                 backoff_max: self.duration(&s::JOB_BACKOFF_MAX_MS)?,
+                events_poll: self.duration(&s::JOB_EVENTS_POLL_MS)?,
             },
-            events_poll: self.duration(&s::JOB_EVENTS_POLL_MS)?,
             smtp_url: self.service_url(&s::SMTP_URL)?,
             smtp_from: self.text(&s::SMTP_FROM, |a| {
                 email_address::EmailAddress::is_valid(a.trim())
             })?,
             smtp_timeout: self.duration(&s::SMTP_TIMEOUT_MS)?,
         };
-        let files = FilesConfig {
+        let files = UploadConfig {
             max_bytes: self.int(&s::UPLOAD_MAX_BYTES)?,
             ttl: self.duration(&s::UPLOAD_TTL_SECS)?,
+            disk_budget: self.int(&s::UPLOAD_DISK_BUDGET_BYTES)?,
+            min_free: self.int(&s::UPLOAD_MIN_FREE_BYTES)?,
+        };
+        let multipart = MultipartConfig {
+            header_bytes: self.int(&s::MULTIPART_MAX_HEADER_BYTES)? as usize,
+            parts: self.int(&s::MULTIPART_MAX_PARTS)? as usize,
+            field_bytes: self.int(&s::MULTIPART_MAX_FIELD_BYTES)? as usize,
         };
         let cache = CacheConfig {
             ttl: self.duration(&s::CACHE_TTL_SECS)?,
@@ -418,6 +463,9 @@ impl Resolver {
             http_client,
             upstream_url,
             max_body_bytes,
+            body,
+            json_max_depth,
+            pools,
             http_keep_alive,
             client_request_timeout,
             shutdown_timeout,
@@ -426,6 +474,7 @@ impl Resolver {
             cache,
             jobs,
             files,
+            multipart,
             aggregate_url,
             price_sources,
             realtime,

@@ -230,6 +230,16 @@ settings! {
         "the API behind /io-intensive and /external-api; unset uses the server's own /demo/data";
     MAX_BODY_BYTES: int(1, 1 << 30), Some("1048576"),
         "largest request body (413 beyond)";
+    BODY_TIMEOUT_MS: ms(100, 3_600_000), Some("10000"),
+        "a request body that sends nothing for this long, or falls below BODY_MIN_BYTES_PER_SEC after it, is cut off (408)";
+    BODY_MIN_BYTES_PER_SEC: int(0, 1 << 30), Some("1024"),
+        "slowest average rate a request body may arrive at, after its first BODY_TIMEOUT_MS (0: no minimum)";
+    JSON_MAX_DEPTH: int(1, 128), Some("64"),
+        "deepest nesting of arrays and objects in published data and data rows (422 / error frame beyond)";
+    SYNC_POOL_THREADS: int(1, 1024), Some("16"),
+        "threads of the pool that runs blocking handlers (/sync), apart from database and file work";
+    BLOCKING_QUEUE: int(1, 1_000_000), Some("256"),
+        "blocking and CPU tasks waiting for a thread, per pool; past it the request gets 503";
     HTTP_KEEP_ALIVE_SECS: secs(0, 3600), Some("5"),
         "idle client connections are closed after this long";
     CLIENT_REQUEST_TIMEOUT_MS: ms(1, 600_000), Some("5000"),
@@ -268,6 +278,16 @@ settings! {
         "largest upload (413 beyond)";
     UPLOAD_TTL_SECS: secs(1, 365 * 86_400), Some("60"),
         "an upload is removed this long after it arrived";
+    UPLOAD_DISK_BUDGET_BYTES: int(1, 1 << 50), Some("1073741824"),
+        "most bytes all uploads together hold on disk (507 beyond)";
+    UPLOAD_MIN_FREE_BYTES: int(0, 1 << 50), Some("268435456"),
+        "uploads are refused while the disk has less free space than this (507)";
+    MULTIPART_MAX_HEADER_BYTES: int(256, 1 << 20), Some("8192"),
+        "longest header block of one part of an upload form (413 beyond)";
+    MULTIPART_MAX_PARTS: int(1, 1000), Some("16"),
+        "most parts in an upload form (413 beyond)";
+    MULTIPART_MAX_FIELD_BYTES: int(0, 16 << 20), Some("65536"),
+        "most bytes in an upload form's fields other than the file, together (413 beyond)";
     CACHE_TTL_SECS: secs(1, 30 * 86_400), Some("300"),
         "how long /expensive-data keeps a value";
     CACHE_MAX_ENTRIES: int(1, 10_000_000), Some("10000"),
@@ -294,6 +314,14 @@ settings! {
         "refused messages within a second that close the connection (1008)";
     WS_MAX_ROOMS_PER_CONNECTION: int(1, 10_000), Some("32"),
         "rooms one connection may join";
+    WS_BYTES_PER_SEC: int(1024, 1 << 30), Some("1048576"),
+        "sustained inbound bytes per second per connection";
+    WS_BYTES_BURST: int(1024, 1 << 30), Some("1048576"),
+        "inbound bytes a connection may send at once (at least WS_MAX_MESSAGE_BYTES)";
+    REPLAY_BYTES_PER_SEC: int(1024, 1 << 30), Some("2097152"),
+        "history replayed or read per second per client (a connection, or an address over REST and SSE)";
+    REPLAY_BYTES_BURST: int(1024, 1 << 30), Some("8388608"),
+        "history a client may replay or read at once; past it, join with since and history reads are refused (429 / rate_limited) until it refills";
     OUTBOUND_QUEUE_MESSAGES: int(1, 1_000_000), Some("4096"),
         "messages queued to one client before it counts as too slow";
     OUTBOUND_QUEUE_BYTES: int(1024, 1 << 30), Some("1048576"),
@@ -302,10 +330,14 @@ settings! {
         "the kernel resets a connection whose peer stopped acknowledging data (0 disables)";
     ROOM_HISTORY_SIZE: int(1, 1_000_000), Some("1000"),
         "events kept per room for replay (in Redis: the stream cap)";
+    ROOM_HISTORY_MAX_BYTES: int(1024, 1 << 30), Some("4194304"),
+        "bytes of events kept per room in memory";
+    HISTORY_MAX_BYTES: int(1 << 20, 1 << 40), Some("134217728"),
+        "bytes of room history one node keeps in all; past it the history of the rooms quiet the longest is dropped";
     MAX_ROOMS: int(1, 10_000_000), Some("10000"),
-        "rooms one node holds at most";
+        "rooms one node holds at most; a room without subscribers or events is let go at once, and a full node forgets its quietest room without subscribers";
     ROOM_IDLE_SECS: secs(1, 30 * 86_400), Some("3600"),
-        "an empty, quiet room is forgotten after this long";
+        "a room without subscribers (but with history) is forgotten after this long";
     TYPING_INTERVAL_MS: ms(0, 60_000), Some("1000"),
         "typing is relayed at most once per member per interval";
     BROKER_MAILBOX_CAPACITY: int(16, 10_000_000), Some("65536"),

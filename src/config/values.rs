@@ -69,6 +69,26 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// URLs in `raw` (one, or several separated by commas) with any user information before
+/// an `@` replaced by `****`, whether or not they parse: an error message about a URL that
+/// is wrong in some other way must still not print its password.
+pub fn redact_url_text(raw: &str) -> String {
+    raw.split(',')
+        .map(|item| {
+            let Some(scheme_end) = item.find("://") else {
+                return item.to_owned();
+            };
+            let rest = &item[scheme_end + 3..];
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{}****{}", &item[..scheme_end + 3], &rest[at..]),
+                None => item.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A raw value as an error message shows it.
 pub fn quote(raw: &str) -> String {
     format!("{raw:?}")
@@ -145,6 +165,16 @@ mod tests {
         assert!(valid_log_filter("warn,courier=debug"));
         assert!(!valid_log_filter("loud"));
         assert!(!valid_log_filter("courier=loud"));
+    }
+
+    #[test]
+    fn passwords_in_urls_that_do_not_parse_are_redacted_too() {
+        assert_eq!(redact_url_text("http://u:s3cret@"), "http://****@");
+        assert_eq!(
+            redact_url_text("http://a:pw@h/x?y=1@2,https://h2/p"),
+            "http://****@h/x?y=1@2,https://h2/p"
+        );
+        assert_eq!(redact_url_text("not a url"), "not a url");
     }
 
     #[test]

@@ -290,8 +290,8 @@ fn sse_event(job: &JobSnapshot) -> Bytes {
 
 /// A job's progress as SSE: a `job` event with its current state at once, then one per
 /// change (state, attempt, progress) until it succeeds or is dead-lettered, when the stream
-/// ends (it also ends when the server shuts down). Changes made on other nodes are seen by re-reading the job every
-/// `JOB_EVENTS_POLL_MS`.
+/// ends (it also ends when the server shuts down). Changes made on other nodes are found
+/// by the node's one poller of followed jobs, every `JOB_EVENTS_POLL_MS`.
 #[utoipa::path(
     get, path = "/jobs/{id}/events", tag = "jobs",
     params(("id" = i64, Path, description = "Job id")),
@@ -306,64 +306,40 @@ pub async fn job_events(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let id = id.into_inner();
-    // Subscribe before reading, so no change between the read and the subscription is missed.
+    // Subscribe and watch before reading, so no change between the read and the
+    // subscription is missed.
     let rx = state.job_events.subscribe();
+    let watch = state.job_events.watch(id);
     let job = ask(&db, GetJob { id })
         .await?
         .ok_or_else(|| AppError::NotFound("Job not found".into()))?;
     let first = JobSnapshot::from(&job);
     let done = job.state.is_finished();
-    let poll = state.config.jobs.events_poll;
     let db = db.into_inner();
-    // One poll timer for the stream's life: events of other jobs must not keep resetting it.
-    let mut ticks = actix_rt::time::interval(poll);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let rest = stream::unfold(
-        (rx, ticks, first.clone(), done),
-        move |(mut rx, mut ticks, mut last, done)| {
+        (rx, watch, first.clone(), done),
+        move |(mut rx, watch, mut last, done)| {
             let db = db.clone();
             async move {
                 if done {
                     return None;
                 }
                 loop {
-                    let reread = tokio::select! {
-                        // Announcements first: once the server says it is closing, a
-                        // timer that is also due does not keep the stream going.
-                        biased;
-                        received = rx.recv() => match received {
-                            Ok(JobEvent::Closing) => return None,
-                            Ok(JobEvent::Changed(event)) if event.id == id => {
-                                if *event != last {
-                                    let finished = event.state.is_finished();
-                                    last = (*event).clone();
-                                    return Some((
-                                        Ok::<_, AppError>(sse_event(&event)),
-                                        (rx, ticks, last, finished),
-                                    ));
-                                }
-                                false
-                            }
-                            Ok(JobEvent::Changed(_)) => false,
-                            // Missed announcements: read the job instead.
-                            Err(RecvError::Lagged(_)) => true,
-                            Err(RecvError::Closed) => return None,
+                    let event = match rx.recv().await {
+                        Ok(JobEvent::Closing) | Err(RecvError::Closed) => return None,
+                        Ok(JobEvent::Changed(event)) if event.id == id => (*event).clone(),
+                        Ok(JobEvent::Changed(_)) => continue,
+                        // Announcements were missed: read the job instead.
+                        Err(RecvError::Lagged(_)) => match ask(&db, GetJob { id }).await {
+                            Ok(Some(job)) => JobSnapshot::from(&job),
+                            _ => continue,
                         },
-                        _ = ticks.tick() => true,
                     };
-                    if !reread {
-                        continue;
-                    }
-                    if let Ok(Some(job)) = ask(&db, GetJob { id }).await {
-                        let event = JobSnapshot::from(&job);
-                        if event != last {
-                            let finished = job.state.is_finished();
-                            last = event.clone();
-                            return Some((
-                                Ok::<_, AppError>(sse_event(&event)),
-                                (rx, ticks, last, finished),
-                            ));
-                        }
+                    if event != last {
+                        let finished = event.state.is_finished();
+                        last = event;
+                        let chunk = sse_event(&last);
+                        return Some((Ok::<_, AppError>(chunk), (rx, watch, last, finished)));
                     }
                 }
             }

@@ -61,20 +61,27 @@ fn completed(ms: u64) -> WaitResponse {
     }
 }
 
-/// Blocking work (a thread sleep), run on the blocking pool so other requests go on.
+/// Blocking work (a thread sleep), run on a pool of its own (`SYNC_POOL_THREADS`) so other
+/// requests, database queries and file I/O go on; 503 when the pool's queue is full.
 #[utoipa::path(
     get, path = "/sync", tag = "basics", params(WaitQuery),
     responses(
-        (status = 200, description = "Waited on a blocking-pool thread", body = WaitResponse),
+        (status = 200, description = "Waited on a pool thread", body = WaitResponse),
         (status = 400, description = "Query is not a number", body = ErrorBody),
-        (status = 422, description = "ms out of range", body = ErrorBody)
+        (status = 422, description = "ms out of range", body = ErrorBody),
+        (status = 503, description = "The blocking pool is busy", body = ErrorBody)
     )
 )]
-pub async fn sync_endpoint(q: web::Query<WaitQuery>) -> Result<web::Json<WaitResponse>, AppError> {
+pub async fn sync_endpoint(
+    state: web::Data<AppState>,
+    q: web::Query<WaitQuery>,
+) -> Result<web::Json<WaitResponse>, AppError> {
     let ms = wait_ms(&q)?;
-    web::block(move || std::thread::sleep(Duration::from_millis(ms)))
-        .await
-        .map_err(|e| AppError::Internal(format!("blocking pool: {e}")))?;
+    state
+        .pools
+        .sync
+        .run(move || std::thread::sleep(Duration::from_millis(ms)))
+        .await?;
     Ok(web::Json(completed(ms)))
 }
 
@@ -125,14 +132,15 @@ pub fn sum_of_squares(n: u64) -> u128 {
     total
 }
 
-/// `sum(i * i for i in range(n))` (in Python's words), on a blocking-pool thread with at most
-/// one such computation per core at a time.
+/// `sum(i * i for i in range(n))` (in Python's words), on the CPU pool: one thread per
+/// core, so at most one such computation per core at a time; 503 when its queue is full.
 #[utoipa::path(
     get, path = "/cpu-intensive", tag = "basics", params(CpuQuery),
     responses(
         (status = 200, description = "The sum of squares", body = CpuResponse),
         (status = 400, description = "Query is not a number", body = ErrorBody),
-        (status = 422, description = "n out of range", body = ErrorBody)
+        (status = 422, description = "n out of range", body = ErrorBody),
+        (status = 503, description = "The CPU pool is busy", body = ErrorBody)
     )
 )]
 pub async fn cpu_intensive(
@@ -145,14 +153,7 @@ pub async fn cpu_intensive(
             "n must be between 1 and {MAX_CPU_N}, got {n}"
         )));
     }
-    let _slot = state
-        .cpu_slots
-        .acquire()
-        .await
-        .map_err(|_| AppError::Unavailable("the server is shutting down".into()))?;
-    let result = web::block(move || sum_of_squares(n))
-        .await
-        .map_err(|e| AppError::Internal(format!("blocking pool: {e}")))?;
+    let result = state.pools.cpu.run(move || sum_of_squares(n)).await?;
     Ok(web::Json(CpuResponse { result, n }))
 }
 

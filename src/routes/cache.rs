@@ -2,7 +2,7 @@
 //! actor (single-flight, TTL, Redis or in process).
 
 use actix_web::web;
-use courier_actors::cache::GetOrCompute;
+use courier_actors::cache::{CacheError, GetOrCompute};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -55,7 +55,10 @@ pub async fn expensive_data(
         .send(GetOrCompute { key })
         .await
         .map_err(|e| AppError::Unavailable(format!("the cache is unavailable: {e}")))?
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+        .map_err(|e| match e {
+            CacheError::Busy => AppError::Unavailable(e.to_string()),
+            CacheError::Compute(_) => AppError::Internal(e.to_string()),
+        })?;
     Ok(web::Json(Expensive {
         data: (*lookup.data).clone(),
         cached: lookup.cached,

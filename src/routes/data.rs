@@ -15,6 +15,7 @@ use courier_actors::db_executor::{
     CreateComment, CreateData, CreateOrder, CreatePost, CreateUser, CreateUsers, DbExecutor,
     GetDashboard, GetPost, GetUser, GetUserJson, ListData, ListUsers,
 };
+use courier_actors::protocol::compact_data;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -481,18 +482,21 @@ pub struct DataCreate {
     post, path = "/data", tag = "data", request_body = DataCreate,
     responses(
         (status = 201, description = "Added", body = DataItem),
-        (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 422, description = "Invalid name, or a value nested deeper than JSON_MAX_DEPTH", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody)
     )
 )]
 pub async fn create_data(
+    state: web::Data<AppState>,
     db: Executor,
     body: web::Json<DataCreate>,
 ) -> Result<HttpResponse, AppError> {
     let d = body.into_inner();
+    let value =
+        compact_data(d.value, state.config.json_max_depth).map_err(AppError::Unprocessable)?;
     let row = NewData {
         name: text("name", d.name, MAX_TEXT_CHARS)?,
-        value: d.value.get().to_owned(),
+        value: value.get().to_owned(),
         created_at: models::now(),
     };
     let row = ask(&db, CreateData { row }).await?;

@@ -5,10 +5,12 @@
 //! A file is stored under a random name chosen by the server — the client's file name is
 //! kept only as metadata (sanitised) and never used to build a path. Download names are
 //! checked before any path is built: only the server's own names pass.
+//!
+//! The form is read by [`crate::multipart`], which bounds what it holds (part headers,
+//! parts, other fields, the whole body); the upload store bounds the disk.
 
 use actix_files::NamedFile;
-use actix_multipart::Multipart;
-use actix_web::http::header::{ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{web, HttpRequest, HttpResponse};
 use courier_actors::db::job_queue::NewJob;
 use courier_actors::db_executor::EnqueueJobs;
@@ -16,12 +18,12 @@ use courier_actors::job_worker::{kind, Wake};
 use courier_actors::upload_store::{
     CommitUpload, CreateUpload, OpenUpload, UploadError, UploadMeta,
 };
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::error::{AppError, ErrorBody};
+use crate::multipart::{boundary_of, Multipart, MultipartError, MultipartLimits};
 use crate::routes::data::{ask, Executor};
 use crate::state::AppState;
 
@@ -64,7 +66,20 @@ impl From<UploadError> for AppError {
             UploadError::InvalidName(_) => AppError::BadRequest(e.to_string()),
             UploadError::NotFound => AppError::NotFound(e.to_string()),
             UploadError::TooLarge(_) => AppError::PayloadTooLarge(e.to_string()),
+            UploadError::InsufficientStorage(_) => AppError::InsufficientStorage(e.to_string()),
             UploadError::Io(_) => AppError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<MultipartError> for AppError {
+    fn from(e: MultipartError) -> Self {
+        match e {
+            MultipartError::Malformed(_) | MultipartError::Incomplete(_) => {
+                AppError::BadRequest(e.to_string())
+            }
+            MultipartError::TooLarge(_) => AppError::PayloadTooLarge(e.to_string()),
+            MultipartError::TimedOut(_) => AppError::RequestTimeout(e.to_string()),
         }
     }
 }
@@ -105,49 +120,47 @@ pub fn sanitise_filename(raw: &str) -> String {
     responses(
         (status = 201, description = "Stored", body = Upload),
         (status = 400, description = "Not a multipart form with a `file` field", body = ErrorBody),
-        (status = 413, description = "Larger than UPLOAD_MAX_BYTES", body = ErrorBody)
+        (status = 408, description = "The body arrived too slowly", body = ErrorBody),
+        (status = 413, description = "Larger than UPLOAD_MAX_BYTES, or a form past its limits", body = ErrorBody),
+        (status = 507, description = "The uploads' disk budget is spent, or the disk is nearly full", body = ErrorBody)
     )
 )]
 pub async fn upload(
+    req: HttpRequest,
     state: web::Data<AppState>,
     db: Executor,
-    mut form: Multipart,
+    body: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let malformed = |e: actix_multipart::MultipartError| {
-        AppError::BadRequest(format!("malformed multipart body: {e}"))
+    let boundary = boundary_of(req.headers().get(header::CONTENT_TYPE))?;
+    let form = &state.config.multipart;
+    // Everything but the file is bounded on its own; the body may hold those and the file.
+    let overhead = form.parts * (form.header_bytes + 2 * (boundary.len() + 8));
+    let limits = MultipartLimits {
+        header_bytes: form.header_bytes,
+        parts: form.parts,
+        field_bytes: form.field_bytes,
+        body_bytes: state.config.files.max_bytes + (form.field_bytes + overhead) as u64,
     };
-    while let Some(field) = form.next().await {
-        let mut field = field.map_err(malformed)?;
-        if field.name() != Some("file") {
-            // Other form fields are read past and ignored.
-            while let Some(chunk) = field.next().await {
-                chunk.map_err(malformed)?;
-            }
+    let mut form = Multipart::new(Box::pin(body), &boundary, limits);
+    while let Some(part) = form.next_part().await? {
+        if part.name != "file" {
+            // Other fields are read past (counted against their limit) and ignored.
+            while form.next_chunk().await?.is_some() {}
             continue;
         }
-        let filename = sanitise_filename(
-            field
-                .content_disposition()
-                .and_then(|cd| cd.get_filename())
-                .unwrap_or(""),
-        );
-        let create = CreateUpload {
-            filename,
-            max_bytes: state.config.files.max_bytes,
-        };
-        let mut writer = state.uploads.send(create).await.map_err(store_down)??;
-        let mut received = Ok(());
-        while let Some(chunk) = field.next().await {
-            received = match chunk {
-                Ok(chunk) => writer.write(&chunk).await.map_err(AppError::from),
-                Err(e) => Err(AppError::BadRequest(format!(
-                    "the upload was cut short: {e}"
-                ))),
-            };
-            if received.is_err() {
-                break;
+        let filename = sanitise_filename(part.filename.as_deref().unwrap_or(""));
+        let mut writer = state
+            .uploads
+            .send(CreateUpload { filename })
+            .await
+            .map_err(store_down)??;
+        let received: Result<(), AppError> = async {
+            while let Some(chunk) = form.next_chunk().await? {
+                writer.write(&chunk).await?;
             }
+            Ok(())
         }
+        .await;
         if let Err(e) = received {
             // Nothing is kept: the file is gone before the client hears why.
             writer.discard().await;

@@ -2,7 +2,7 @@
 //! the `RoomBroker` a message and renders its reply.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use courier_actors::protocol::{validate_room, MemberView};
+use courier_actors::protocol::{compact_data, validate_room, MemberView};
 use courier_actors::room_broker::{GetHistory, GetPresence, ListRooms, Publish, RoomSummary};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -56,6 +56,7 @@ pub struct Published {
         (status = 400, description = "Bad room name or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 413, description = "Message larger than WS_MAX_MESSAGE_BYTES", body = ErrorBody),
+        (status = 422, description = "data nested deeper than JSON_MAX_DEPTH", body = ErrorBody),
         (status = 503, description = "Broker overloaded", body = ErrorBody)
     ),
     security(("bearer" = []))
@@ -69,7 +70,8 @@ pub async fn publish(
     let claims =
         auth::user_from_request(&state.config.jwt_secret, &req)?.ok_or(auth::AuthError::Missing)?;
     let room = room_name(path)?;
-    let data = body.into_inner().data;
+    let data = compact_data(body.into_inner().data, state.config.json_max_depth)
+        .map_err(AppError::Unprocessable)?;
     let max = state.config.realtime.session.max_message_bytes;
     if data.get().len() > max {
         return Err(AppError::PayloadTooLarge(format!(
@@ -110,10 +112,12 @@ pub struct HistoryQuery {
     responses(
         (status = 200, description = "`{\"room\": ..., \"events\": [event, ...]}`", body = Object),
         (status = 400, description = "Bad room name or query", body = ErrorBody),
-        (status = 422, description = "limit out of range", body = ErrorBody)
+        (status = 422, description = "limit out of range", body = ErrorBody),
+        (status = 429, description = "The client read too much history lately (REPLAY_BYTES_PER_SEC)", body = ErrorBody)
     )
 )]
 pub async fn history(
+    req: HttpRequest,
     path: web::Path<String>,
     q: web::Query<HistoryQuery>,
     state: web::Data<AppState>,
@@ -123,6 +127,15 @@ pub async fn history(
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
         return Err(AppError::Unprocessable(format!(
             "limit must be between 1 and {MAX_HISTORY_LIMIT}"
+        )));
+    }
+    // History reads spend the client's replay budget (by address): charged what they send.
+    let budget = state.replay_budgets.of(req.peer_addr().map(|a| a.ip()));
+    let wait = budget.with(|b| b.wait());
+    if !wait.is_zero() {
+        return Err(AppError::TooManyRequests(format!(
+            "too much history read; try again in {} s",
+            wait.as_secs().max(1)
         )));
     }
     let events = state
@@ -147,6 +160,7 @@ pub async fn history(
         body.push_str(ev);
     }
     body.push_str("]}");
+    budget.with(|b| b.charge(body.len() as f64));
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))

@@ -83,16 +83,24 @@ pub async fn sse_demo(
     let gauge = state.realtime.metrics.sse_connections.clone();
     gauge.inc();
     let guard = GaugeGuard(gauge);
-    let events = stream::unfold((0u32, guard), move |(i, guard)| async move {
-        if i >= count {
-            return None;
-        }
-        if !interval.is_zero() {
-            actix_rt::time::sleep(interval).await;
-        }
-        let chunk = web::Bytes::from(format!("event: message\ndata: Message {i}\n\n"));
-        Some((Ok::<_, std::io::Error>(chunk), (i + 1, guard)))
-    });
+    let closing = state.closing.clone();
+    let events = stream::unfold(
+        (0u32, guard, closing),
+        move |(i, guard, mut closing)| async move {
+            if i >= count || *closing.borrow() {
+                return None;
+            }
+            if !interval.is_zero() {
+                // The server shutting down ends the stream at once.
+                tokio::select! {
+                    _ = actix_rt::time::sleep(interval) => {}
+                    _ = closing.changed() => return None,
+                }
+            }
+            let chunk = web::Bytes::from(format!("event: message\ndata: Message {i}\n\n"));
+            Some((Ok::<_, std::io::Error>(chunk), (i + 1, guard, closing)))
+        },
+    );
     Ok(event_stream(events))
 }
 
@@ -193,6 +201,7 @@ pub async fn room_events(
         format: EventFormat::Sse,
         visible: false,
         session: None,
+        replay_budget: Some(state.replay_budgets.of(req.peer_addr().map(|a| a.ip()))),
     };
     rt.broker
         .try_send(Join {

@@ -2,6 +2,7 @@
 //! server as a client sees it, against a server bound to port 0 (in this process, or the
 //! binary in a process of its own). [`helpers`] holds what they share.
 
+mod abuse;
 mod architecture;
 mod background_jobs;
 mod cluster;

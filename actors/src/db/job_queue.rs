@@ -185,6 +185,9 @@ impl NewJob {
     }
 }
 
+/// Most ids one `IN (...)` query takes (SQLite allows 32,766 variables; keep it modest).
+const MAX_IDS_PER_QUERY: usize = 500;
+
 // A running job whose lease ran out is claimed again only while it has attempts left; one
 // with none left is dead-lettered by `bury_expired_jobs`, never run again (a lease can run
 // out between that statement and this one). `$5`/`$6` are the states `running`/`queued`.
@@ -438,6 +441,23 @@ impl Database {
                 .optional()
                 .map_err(|e| self.err(e))
         })
+    }
+
+    /// The jobs with these ids (those that exist).
+    pub async fn get_jobs(&self, ids: &[i64]) -> Result<Vec<Job>, DbError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
+            let mut jobs = on_conn!(self, "get_jobs", |conn| async {
+                jobs::table
+                    .filter(jobs::id.eq_any(chunk))
+                    .select(Job::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(|e| self.err(e))
+            })?;
+            found.append(&mut jobs);
+        }
+        Ok(found)
     }
 
     /// Jobs in `state`, oldest first, by keyset.

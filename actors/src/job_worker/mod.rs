@@ -46,6 +46,9 @@ pub struct JobConfig {
     pub backoff_base: Duration,
     /// Longest retry delay (`JOB_BACKOFF_MAX_MS`).
     pub backoff_max: Duration,
+    /// How often the jobs that streams on this node follow are read again, to see
+    /// changes made on other nodes (`JOB_EVENTS_POLL_MS`).
+    pub events_poll: Duration,
 }
 
 impl JobConfig {
@@ -340,6 +343,25 @@ impl JobWorker {
         self.metrics.running.set(self.running.len() as i64);
     }
 
+    /// Reads the jobs streams on this node follow, in one query, and announces those that
+    /// changed (on another node).
+    fn poll_watched(&mut self, ctx: &mut Context<Self>) {
+        let ids = self.events.watched_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let (db, events) = (self.db.clone(), self.events.clone());
+        ctx.spawn(
+            async move {
+                match db.get_jobs(&ids).await {
+                    Ok(jobs) => jobs.iter().for_each(|job| events.announce_if_changed(job)),
+                    Err(e) => log::debug!("jobs: cannot read the followed jobs: {e}"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     fn refresh_states(&mut self, ctx: &mut Context<Self>) {
         if self
             .last_state_refresh
@@ -375,6 +397,7 @@ impl Actor for JobWorker {
             act.fill(ctx);
             act.refresh_states(ctx);
         });
+        ctx.run_interval(self.config.events_poll, |act, ctx| act.poll_watched(ctx));
         self.fill(ctx);
     }
 }
@@ -425,6 +448,7 @@ mod tests {
             max_attempts: 5,
             backoff_base: Duration::from_millis(base_ms),
             backoff_max: Duration::from_millis(max_ms),
+            events_poll: Duration::from_secs(1),
         }
     }
 

@@ -10,7 +10,8 @@
 //! - [`GetPresence`], [`GetHistory`], [`ListRooms`]: read the rooms' state;
 //! - [`CloseAll`]: the server is stopping.
 //!
-//! The broker sends [`Evicted`] back to a session it dropped for being too slow.
+//! The broker tells a session what it decided about it with a [`SessionNotice`]: evicted
+//! for being too slow, or a join refused (so the session's own list of rooms stays true).
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::client_queue::ClientQueue;
 use crate::protocol::MemberView;
+use crate::rate_limit::SharedBucket;
 
 /// A connection's id, unique across nodes.
 pub type MemberId = Arc<str>;
@@ -48,8 +50,11 @@ pub struct Subscriber {
     pub format: EventFormat,
     /// Whether it appears in presence (WebSocket members) or not (SSE subscribers).
     pub visible: bool,
-    /// Told when the broker evicts the connection for being slow.
-    pub session: Option<Recipient<Evicted>>,
+    /// Told when the broker evicts the connection or refuses its join.
+    pub session: Option<Recipient<SessionNotice>>,
+    /// The client's budget for replayed history (`REPLAY_BYTES_PER_SEC`): a join with
+    /// `since` is refused while it is spent, and charged the bytes it replays.
+    pub replay_budget: Option<SharedBucket>,
 }
 
 /// A WebSocket connection opened. The broker keeps its queue so that [`CloseAll`] can
@@ -62,7 +67,7 @@ pub struct Connect {
     /// Its queue.
     pub out: ClientQueue,
     /// Its session.
-    pub session: Recipient<Evicted>,
+    pub session: Recipient<SessionNotice>,
 }
 
 /// A connection is gone: it leaves every room it was in.
@@ -87,7 +92,8 @@ pub struct Join {
     pub since: Option<u64>,
 }
 
-/// Leave a room; the other members are told.
+/// Leave a room; the other members are told. With `confirm`, the member always gets an
+/// answer: `left`, or `not_joined` when it was not in the room.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Leave {
@@ -172,12 +178,20 @@ pub struct RoomSummary {
 #[rtype(result = "usize")]
 pub struct CloseAll;
 
-/// Sent to a session the broker evicted because its queue was full.
-#[derive(Message, Debug)]
+/// What the broker tells a session about its connection.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "()")]
-pub struct Evicted {
-    /// Why.
-    pub reason: &'static str,
+pub enum SessionNotice {
+    /// The connection was evicted because its queue was full.
+    Evicted {
+        /// Why.
+        reason: &'static str,
+    },
+    /// A join was refused (the client got an error frame saying why).
+    JoinRefused {
+        /// The room.
+        room: String,
+    },
 }
 
 /// Why a publish (or a join) was refused.

@@ -56,7 +56,14 @@ crate::counted_handlers!(RoomBroker: Connect, Disconnect, Join, Leave, Publish, 
 pub struct BrokerConfig {
     /// Events kept per room for replay (`ROOM_HISTORY_SIZE`).
     pub history_limit: usize,
-    /// Most rooms held at once (`MAX_ROOMS`).
+    /// Bytes of events kept per room (`ROOM_HISTORY_MAX_BYTES`).
+    pub history_max_bytes: usize,
+    /// Bytes of events kept in all rooms of this node (`HISTORY_MAX_BYTES`); past it, the
+    /// history of the rooms quiet the longest is dropped first.
+    pub history_budget: usize,
+    /// Most rooms held at once (`MAX_ROOMS`). A room with no subscribers and no events is
+    /// let go as soon as its last subscriber leaves; when the node is full, the room quiet
+    /// the longest among those without subscribers is forgotten to make space.
     pub max_rooms: usize,
     /// `typing` is relayed at most once per member per room per this interval
     /// (`TYPING_INTERVAL_MS`).
@@ -86,6 +93,8 @@ pub struct RoomBroker {
     bus: Option<RedisBus>,
     /// Live bus events held back while the catch-up after a reconnect is fetched.
     held: Option<Vec<crate::redis_bus::BusEvent>>,
+    /// Bytes of history in all rooms.
+    history_bytes: usize,
 }
 
 impl RoomBroker {
@@ -104,6 +113,7 @@ impl RoomBroker {
             feed,
             bus,
             held: None,
+            history_bytes: 0,
         }
     }
 
@@ -135,7 +145,7 @@ impl RoomBroker {
 
     fn room_mut(&mut self, name: &str) -> Result<&mut Room, BrokerError> {
         if !self.rooms.contains_key(name) {
-            if self.rooms.len() >= self.config.max_rooms {
+            if self.rooms.len() >= self.config.max_rooms && !self.forget_quietest_room() {
                 return Err(BrokerError::TooManyRooms(self.config.max_rooms));
             }
             let room = Room::new(name);
@@ -143,6 +153,54 @@ impl RoomBroker {
             self.metrics.rooms.set(self.rooms.len() as i64);
         }
         Ok(self.rooms.get_mut(name).expect("just inserted"))
+    }
+
+    /// Forgets the room without subscribers that has been quiet the longest, to make space
+    /// for a new one; false when every room has subscribers.
+    fn forget_quietest_room(&mut self) -> bool {
+        let quietest = self
+            .rooms
+            .values()
+            .filter(|r| r.subs.is_empty())
+            .min_by_key(|r| r.last_active)
+            .map(|r| r.name.clone());
+        let Some(name) = quietest else {
+            return false;
+        };
+        if let Some(mut room) = self.rooms.remove(&name) {
+            self.history_bytes -= room.forget_history();
+            self.metrics.history_bytes.set(self.history_bytes as i64);
+        }
+        self.metrics.rooms_forgotten.inc();
+        log::info!("room={name} forgotten: the node holds its maximum of rooms");
+        true
+    }
+
+    /// Lets a room go if it holds nothing worth keeping (no subscribers, no events).
+    fn release_if_vacant(&mut self, name: &str) {
+        if self.rooms.get(name).is_some_and(Room::is_vacant) {
+            self.rooms.remove(name);
+            self.metrics.rooms.set(self.rooms.len() as i64);
+        }
+    }
+
+    /// Drops the history of the rooms quiet the longest until all rooms' history fits the
+    /// node's budget (`HISTORY_MAX_BYTES`).
+    fn keep_history_budget(&mut self) {
+        while self.history_bytes > self.config.history_budget {
+            let quietest = self
+                .rooms
+                .values()
+                .filter(|r| r.history_bytes > 0)
+                .min_by_key(|r| r.last_active)
+                .map(|r| r.name.clone());
+            let Some(name) = quietest else { break };
+            let room = self.rooms.get_mut(&name).expect("found above");
+            self.history_bytes -= room.forget_history();
+            self.metrics.history_evictions.inc();
+            log::info!("room={name}: history dropped to keep the node's history budget");
+        }
+        self.metrics.history_bytes.set(self.history_bytes as i64);
     }
 
     /// Whether membership changes in `room` are announced to its members.
@@ -171,7 +229,7 @@ impl RoomBroker {
     /// Stores a numbered event and fans it out to local subscribers.
     fn apply_event(&mut self, event: &RoomEvent) {
         let (room, seq) = (event.room.as_str(), event.seq);
-        let limit = self.config.history_limit;
+        let (limit, max_bytes) = (self.config.history_limit, self.config.history_max_bytes);
         let Ok(r) = self.room_mut(room) else {
             return;
         };
@@ -180,7 +238,7 @@ impl RoomBroker {
         }
         r.seq = r.seq.max(seq);
         r.last_active = Instant::now();
-        let mut ev = StoredEvent::new(event);
+        let ev = StoredEvent::new(event);
         let mut delivered = 0u64;
         let mut failed = Vec::new();
         let (mut text, mut sse) = (None, None);
@@ -199,7 +257,9 @@ impl RoomBroker {
                 Err(e) => failed.push((sub.id.clone(), e)),
             }
         }
-        r.remember(ev, limit);
+        let grown = r.remember(ev, limit, max_bytes);
+        self.history_bytes = self.history_bytes.saturating_add_signed(grown);
+        self.keep_history_budget();
         self.metrics.delivered.inc_by(delivered);
         self.drop_failed(failed);
         self.activity(Activity::Published {
@@ -216,7 +276,7 @@ impl RoomBroker {
                 if let Some(entry) = self.members.get(&id) {
                     entry.out.evict();
                     if let Some(session) = &entry.session {
-                        let _ = session.try_send(Evicted {
+                        let _ = session.try_send(SessionNotice::Evicted {
                             reason: "outbound queue full",
                         });
                     }
@@ -238,18 +298,29 @@ impl RoomBroker {
     }
 
     fn leave_room(&mut self, room: &str, id: &MemberId, confirm: bool) {
-        let Some(r) = self.rooms.get_mut(room) else {
+        let Some(sub) = self.rooms.get_mut(room).and_then(|r| r.remove(id)) else {
+            // Not a member: a client that asked is still answered.
+            if confirm {
+                if let Some(entry) = self.members.get(id) {
+                    let _ = entry.out.text(
+                        ServerMsg::Error {
+                            code: "not_joined",
+                            message: &format!("not in room {room:?}"),
+                        }
+                        .to_text(),
+                    );
+                }
+            }
             return;
         };
-        let Some(sub) = r.subs.swap_remove(id) else {
-            return;
-        };
-        r.typing.remove(id);
-        r.last_active = Instant::now();
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.last_active = Instant::now();
+        }
         if let Some(entry) = self.members.get_mut(id) {
             entry.rooms.retain(|x| &**x != room);
         }
         if !sub.visible {
+            self.release_if_vacant(room);
             return;
         }
         self.metrics.members.dec();
@@ -273,14 +344,23 @@ impl RoomBroker {
             room: room.to_owned(),
             name: view.name,
         });
+        self.release_if_vacant(room);
     }
 
     fn sweep(&mut self) {
         let idle = self.config.room_idle;
         let before = self.rooms.len();
-        self.rooms
-            .retain(|_, r| !r.subs.is_empty() || r.last_active.elapsed() < idle);
+        let mut freed = 0;
+        self.rooms.retain(|_, r| {
+            let keep = !r.subs.is_empty() || r.last_active.elapsed() < idle;
+            if !keep {
+                freed += r.history_bytes;
+            }
+            keep
+        });
         if self.rooms.len() != before {
+            self.history_bytes -= freed;
+            self.metrics.history_bytes.set(self.history_bytes as i64);
             self.metrics.rooms.set(self.rooms.len() as i64);
         }
     }

@@ -11,7 +11,7 @@
 use actix::prelude::*;
 use actix_http::ws::CloseCode;
 
-use super::messages::{EventFormat, Join, Subscriber};
+use super::messages::{EventFormat, Join, SessionNotice, Subscriber};
 use super::room::{MemberEntry, StoredEvent};
 use super::RoomBroker;
 use crate::client_queue::{OutFrame, QueueLimits};
@@ -73,6 +73,25 @@ impl Handler<Join> for RoomBroker {
 }
 
 impl RoomBroker {
+    /// Tells a refused subscriber why, and its session that it is not in the room.
+    fn refuse_join(&self, room: &str, sub: &Subscriber, code: &str, message: &str) {
+        if sub.format == EventFormat::Json {
+            let _ = sub.out.text(ServerMsg::Error { code, message }.to_text());
+        } else {
+            let close = if code == "rate_limited" {
+                CloseCode::Policy
+            } else {
+                CloseCode::Again
+            };
+            let _ = sub.out.try_send(OutFrame::Close(close, message.to_owned()));
+        }
+        if let Some(session) = &sub.session {
+            let _ = session.try_send(SessionNotice::JoinRefused {
+                room: room.to_owned(),
+            });
+        }
+    }
+
     /// Adds a subscriber to a room after replaying `fetched` (older events from Redis) and
     /// then the in-memory history after `since`; live events follow, in order.
     fn complete_join(
@@ -80,31 +99,27 @@ impl RoomBroker {
         room: String,
         sub: Subscriber,
         since: Option<u64>,
-        mut fetched: Vec<StoredEvent>,
+        fetched: Vec<StoredEvent>,
     ) {
         // The client may have gone (or its session disconnected) while its replay was
         // fetched: do not add a member nobody would remove.
         if sub.out.is_closed() || (sub.session.is_some() && !self.members.contains_key(&sub.id)) {
             return;
         }
-        let max_rooms = self.config.max_rooms;
+        if since.is_some()
+            && sub
+                .replay_budget
+                .as_ref()
+                .is_some_and(|b| !b.with(|b| b.has_tokens()))
+        {
+            let message = "too much history replayed; join again later";
+            self.refuse_join(&room, &sub, "rate_limited", message);
+            return;
+        }
         let r = match self.room_mut(&room) {
             Ok(r) => r,
             Err(e) => {
-                if sub.format == EventFormat::Json {
-                    let _ = sub.out.text(
-                        ServerMsg::Error {
-                            code: "too_many_rooms",
-                            message: &e.to_string(),
-                        }
-                        .to_text(),
-                    );
-                } else {
-                    let _ = sub.out.try_send(OutFrame::Close(
-                        CloseCode::Again,
-                        format!("server holds {max_rooms} rooms"),
-                    ));
-                }
+                self.refuse_join(&room, &sub, "too_many_rooms", &e.to_string());
                 return;
             }
         };
@@ -143,10 +158,10 @@ impl RoomBroker {
                 );
             }
             let after_fetched = fetched.last().map_or(since, |e| e.seq);
-            let mut replay: Vec<&mut StoredEvent> = fetched
-                .iter_mut()
+            let replay: Vec<&StoredEvent> = fetched
+                .iter()
                 .filter(|e| e.seq > since)
-                .chain(r.history.iter_mut().filter(|e| e.seq > after_fetched))
+                .chain(r.history.iter().filter(|e| e.seq > after_fetched))
                 .collect();
             let sizes: Vec<usize> = replay.iter().map(|e| e.json.len()).collect();
             let start = replay_start(&sizes, sub.out.limits());
@@ -166,14 +181,20 @@ impl RoomBroker {
                     .to_text(),
                 );
             }
-            for ev in replay.drain(start..) {
-                let _ = sub.out.try_send(OutFrame::Text(ev.render(sub.format)));
+            let mut replayed = 0;
+            for ev in &replay[start..] {
+                let text = ev.render(sub.format);
+                replayed += text.len();
+                let _ = sub.out.try_send(OutFrame::Text(text));
+            }
+            if let Some(budget) = &sub.replay_budget {
+                budget.with(|b| b.charge(replayed as f64));
             }
         }
         if rejoin {
             return;
         }
-        r.subs.insert(sub.id.clone(), sub.clone());
+        r.add(sub.clone());
         let room_name = r.name.clone();
         let entry = self
             .members

@@ -1,8 +1,9 @@
 //! One room's state, and a room event written once per format.
 //!
-//! An event is serialised once, as the JSON of an `event` frame; its plain-text and SSE
-//! forms are made from that the first time a subscriber of that kind needs them, and kept
-//! with the event, so a broadcast or a replay never serialises per recipient.
+//! An event is serialised once, as the JSON of an `event` frame, and kept in that form; a
+//! broadcast makes its plain-text and SSE forms from it at most once each, whatever the
+//! number of recipients. The history keeps only the JSON, so what it holds is exactly what
+//! its byte bounds count.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use actix::Recipient;
 use bytestring::ByteString;
 
-use super::messages::{EventFormat, Evicted, MemberId, Subscriber};
+use super::messages::{EventFormat, MemberId, SessionNotice, Subscriber};
 use crate::client_queue::ClientQueue;
 use crate::protocol::{EventFrame, MemberView, RoomEvent};
 use crate::redis_bus::BusEvent;
@@ -21,11 +22,14 @@ pub(super) struct StoredEvent {
     pub(super) seq: u64,
     /// The `event` frame's JSON: what `/ws/json` members and history readers get.
     pub(super) json: ByteString,
-    text: Option<ByteString>,
-    sse: Option<ByteString>,
 }
 
 impl StoredEvent {
+    /// What the event costs to keep.
+    pub(super) fn size(&self) -> usize {
+        self.json.len()
+    }
+
     /// The event, serialised.
     pub(super) fn new(event: &RoomEvent) -> Self {
         let frame = EventFrame {
@@ -41,8 +45,6 @@ impl StoredEvent {
             json: serde_json::to_string(&frame)
                 .expect("event serialises")
                 .into(),
-            text: None,
-            sse: None,
         }
     }
 
@@ -58,17 +60,12 @@ impl StoredEvent {
     }
 
     /// The event as a subscriber of `format` receives it.
-    pub(super) fn render(&mut self, format: EventFormat) -> ByteString {
+    pub(super) fn render(&self, format: EventFormat) -> ByteString {
         match format {
             EventFormat::Json => self.json.clone(),
-            EventFormat::Text => self.text.get_or_insert_with(|| text_of(&self.json)).clone(),
+            EventFormat::Text => text_of(&self.json),
             EventFormat::Sse => {
-                let (seq, json) = (self.seq, &self.json);
-                self.sse
-                    .get_or_insert_with(|| {
-                        format!("id: {seq}\nevent: message\ndata: {json}\n\n").into()
-                    })
-                    .clone()
+                format!("id: {}\nevent: message\ndata: {}\n\n", self.seq, self.json).into()
             }
         }
     }
@@ -91,10 +88,16 @@ pub(super) struct Room {
     pub(super) name: Arc<str>,
     /// The last sequence number assigned (or seen on the bus).
     pub(super) seq: u64,
-    /// The newest events, oldest first, at most `ROOM_HISTORY_SIZE`.
+    /// The newest events, oldest first, at most `ROOM_HISTORY_SIZE` and
+    /// `ROOM_HISTORY_MAX_BYTES`.
     pub(super) history: VecDeque<StoredEvent>,
+    /// What `history` costs, in bytes.
+    pub(super) history_bytes: usize,
     /// Members and SSE subscribers, in the order they joined.
     pub(super) subs: indexmap::IndexMap<MemberId, Subscriber>,
+    /// How many of them appear in presence (kept, so a join or leave in a big room does
+    /// not count every member).
+    visible: usize,
     /// When each member last had its `typing` relayed.
     pub(super) typing: HashMap<MemberId, Instant>,
     /// The last join, leave or event.
@@ -107,18 +110,58 @@ impl Room {
             name: name.into(),
             seq: 0,
             history: VecDeque::new(),
+            history_bytes: 0,
             subs: indexmap::IndexMap::new(),
+            visible: 0,
             typing: HashMap::new(),
             last_active: Instant::now(),
         }
     }
 
-    /// Appends an event, dropping the oldest beyond `limit`.
-    pub(super) fn remember(&mut self, event: StoredEvent, limit: usize) {
+    /// Appends an event, dropping the oldest beyond `max_events` or `max_bytes`. Answers
+    /// the change in the history's bytes.
+    pub(super) fn remember(
+        &mut self,
+        event: StoredEvent,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> isize {
+        let before = self.history_bytes;
+        self.history_bytes += event.size();
         self.history.push_back(event);
-        while self.history.len() > limit {
-            self.history.pop_front();
+        while self.history.len() > max_events || self.history_bytes > max_bytes {
+            match self.history.pop_front() {
+                Some(old) => self.history_bytes -= old.size(),
+                None => break,
+            }
         }
+        self.history_bytes as isize - before as isize
+    }
+
+    /// Drops the whole history (the node's history budget needs the room); answers the
+    /// bytes freed. The numbering is kept: a client asking for the dropped events is told
+    /// they are gone (`history_truncated`).
+    pub(super) fn forget_history(&mut self) -> usize {
+        self.history = VecDeque::new();
+        std::mem::take(&mut self.history_bytes)
+    }
+
+    /// Adds a member or subscriber.
+    pub(super) fn add(&mut self, sub: Subscriber) {
+        if sub.visible {
+            self.visible += 1;
+        }
+        self.subs.insert(sub.id.clone(), sub);
+    }
+
+    /// Removes a member or subscriber.
+    pub(super) fn remove(&mut self, id: &MemberId) -> Option<Subscriber> {
+        let sub = self.subs.swap_remove(id)?;
+        if sub.visible {
+            self.visible -= 1;
+        }
+        self.typing.remove(id);
+        Some(sub)
     }
 
     /// Members that appear in presence (WebSocket members, not SSE subscribers).
@@ -132,7 +175,12 @@ impl Room {
 
     /// How many members appear in presence.
     pub(super) fn visible_count(&self) -> usize {
-        self.subs.values().filter(|s| s.visible).count()
+        self.visible
+    }
+
+    /// Whether the room holds nothing worth keeping: no subscribers, no events.
+    pub(super) fn is_vacant(&self) -> bool {
+        self.subs.is_empty() && self.seq == 0
     }
 }
 
@@ -150,7 +198,7 @@ impl Subscriber {
 pub(super) struct MemberEntry {
     pub(super) rooms: Vec<Arc<str>>,
     pub(super) out: ClientQueue,
-    pub(super) session: Option<Recipient<Evicted>>,
+    pub(super) session: Option<Recipient<SessionNotice>>,
 }
 
 #[cfg(test)]
@@ -171,7 +219,7 @@ mod tests {
 
     #[test]
     fn an_event_is_written_once_per_format() {
-        let mut ev = event(7, r#""hello""#);
+        let ev = event(7, r#""hello""#);
         assert_eq!(
             &*ev.render(EventFormat::Json),
             r#"{"type":"event","room":"lobby","seq":7,"from":"alice","data":"hello","ts":"2026-12-01T00:00:00.000Z"}"#
@@ -180,7 +228,7 @@ mod tests {
         let sse = ev.render(EventFormat::Sse);
         assert!(sse.starts_with("id: 7\nevent: message\ndata: {\"type\":\"event\""));
         assert!(sse.ends_with("}\n\n"));
-        let mut obj = event(8, r#"{"n":1}"#);
+        let obj = event(8, r#"{"n":1}"#);
         assert_eq!(&*obj.render(EventFormat::Text), r#"{"n":1}"#);
     }
 
@@ -188,9 +236,28 @@ mod tests {
     fn history_keeps_the_newest_events() {
         let mut room = Room::new("lobby");
         for seq in 1..=5 {
-            room.remember(event(seq, "1"), 3);
+            room.remember(event(seq, "1"), 3, usize::MAX);
         }
         let kept: Vec<u64> = room.history.iter().map(|e| e.seq).collect();
         assert_eq!(kept, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes() {
+        let mut room = Room::new("lobby");
+        let one = event(1, "1").size();
+        let mut total = 0isize;
+        for seq in 1..=9 {
+            total += room.remember(event(seq, "1"), 1000, one * 4);
+        }
+        assert_eq!(room.history.len(), 4);
+        assert_eq!(room.history_bytes, one * 4);
+        assert_eq!(total, (one * 4) as isize);
+        assert_eq!(room.forget_history(), one * 4);
+        assert!(room.history.is_empty());
+        assert_eq!(
+            room.seq, 0,
+            "numbering is the broker's; forgetting keeps it"
+        );
     }
 }

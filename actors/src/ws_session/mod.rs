@@ -25,13 +25,12 @@ use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::metrics::RealtimeMetrics;
 use crate::protocol::{parse_client, ClientMsg, ServerMsg};
 use crate::room_broker::{
-    BrokerHandle, Connect, Disconnect, EventFormat, Evicted, GetPresence, Join, Leave, MemberId,
-    Publish, Subscriber, Typing,
+    BrokerHandle, Connect, Disconnect, EventFormat, GetPresence, Join, Leave, MemberId, Publish,
+    SessionNotice, Subscriber, Typing,
 };
 
-mod rate_limit;
-
-use rate_limit::{RateLimiter, Verdict};
+use crate::protocol::compact_data;
+use crate::rate_limit::{RateLimiter, SharedBucket, Verdict};
 
 /// The room `/ws/chat/{client_id}` talks in.
 pub const CHAT_ROOM: &str = "chat";
@@ -55,6 +54,16 @@ pub struct SessionConfig {
     pub max_rooms: usize,
     /// Whether connections without a token may publish (refused in production).
     pub anonymous_publish: bool,
+    /// Sustained inbound bytes per second allowed (`WS_BYTES_PER_SEC`).
+    pub bytes_per_sec: u32,
+    /// Inbound bytes allowed in a burst (`WS_BYTES_BURST`, at least `WS_MAX_MESSAGE_BYTES`).
+    pub bytes_burst: u32,
+    /// Deepest nesting of arrays and objects in published data (`JSON_MAX_DEPTH`).
+    pub json_max_depth: usize,
+    /// History replayed to one connection per second, in bytes (`REPLAY_BYTES_PER_SEC`).
+    pub replay_bytes_per_sec: u32,
+    /// History replayed to one connection at once, in bytes (`REPLAY_BYTES_BURST`).
+    pub replay_bytes_burst: u32,
 }
 
 /// Which endpoint the connection came in on.
@@ -88,7 +97,12 @@ pub struct WsSession {
     authenticated: bool,
     last_seen: Instant,
     rooms: HashSet<String>,
+    /// Messages per second.
     limiter: RateLimiter,
+    /// Inbound bytes per second.
+    byte_limiter: RateLimiter,
+    /// History replayed to this connection (charged by the broker).
+    replay_budget: SharedBucket,
     fragment: Option<Fragment>,
     closing: bool,
 }
@@ -107,6 +121,12 @@ impl WsSession {
         metrics: RealtimeMetrics,
     ) -> Self {
         let limiter = RateLimiter::new(config.rate_per_sec, config.rate_burst, config.flood_limit);
+        let byte_limiter =
+            RateLimiter::new(config.bytes_per_sec, config.bytes_burst, config.flood_limit);
+        let replay_budget = SharedBucket::new(
+            f64::from(config.replay_bytes_per_sec),
+            f64::from(config.replay_bytes_burst),
+        );
         Self {
             id,
             name,
@@ -119,6 +139,8 @@ impl WsSession {
             last_seen: Instant::now(),
             rooms: HashSet::new(),
             limiter,
+            byte_limiter,
+            replay_budget,
             fragment: None,
             closing: false,
         }
@@ -132,6 +154,7 @@ impl WsSession {
             format,
             visible: true,
             session: Some(ctx.address().recipient()),
+            replay_budget: Some(self.replay_budget.clone()),
         }
     }
 
@@ -180,7 +203,7 @@ impl WsSession {
     /// Counts a message against the rate limit; false when it is refused (the client was
     /// told, or the connection closed for flooding).
     fn allowed(&mut self, ctx: &mut Context<Self>) -> bool {
-        match self.limiter.check() {
+        match self.limiter.check(1) {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 self.error(ctx, "rate_limited", "too many messages; slow down");
@@ -188,6 +211,25 @@ impl WsSession {
             }
             Verdict::Flood => {
                 self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
+                false
+            }
+        }
+    }
+
+    /// Counts `n` inbound bytes against the byte rate limit; false when the frame is
+    /// refused (the client was told, or the connection closed for flooding).
+    fn bytes_allowed(&mut self, ctx: &mut Context<Self>, n: usize) -> bool {
+        match self
+            .byte_limiter
+            .check(u32::try_from(n).unwrap_or(u32::MAX))
+        {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                self.error(ctx, "rate_limited", "too many bytes; slow down");
+                false
+            }
+            Verdict::Flood => {
+                self.close(ctx, CloseCode::Policy, "byte rate limit exceeded");
                 false
             }
         }
@@ -295,6 +337,13 @@ impl WsSession {
                     );
                     return;
                 }
+                let data = match compact_data(data, self.config.json_max_depth) {
+                    Ok(data) => data,
+                    Err(message) => {
+                        self.error(ctx, "invalid_message", &message);
+                        return;
+                    }
+                };
                 let publish = Publish {
                     room,
                     from: self.name.clone(),
@@ -418,6 +467,9 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
             ),
             Err(e) => self.close(ctx, CloseCode::Protocol, &e.to_string()),
             Ok(Frame::Text(bytes)) => {
+                if !self.bytes_allowed(ctx, bytes.len()) {
+                    return;
+                }
                 if self.fragment.is_some() {
                     self.close(
                         ctx,
@@ -428,7 +480,10 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                     self.on_text(bytes, ctx);
                 }
             }
-            Ok(Frame::Binary(_)) => {
+            Ok(Frame::Binary(bytes)) => {
+                if !self.bytes_allowed(ctx, bytes.len()) {
+                    return;
+                }
                 if self.fragment.is_some() {
                     self.close(
                         ctx,
@@ -446,6 +501,24 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                     Item::Continue(b) => (None, b, false),
                     Item::Last(b) => (None, b, true),
                 };
+                // A message in pieces is refused as soon as it would pass the limit, before
+                // the piece is kept; and a refused piece cannot be skipped, so it closes.
+                let so_far = self.fragment.as_ref().map_or(0, |f| f.buf.len());
+                if so_far + chunk.len() > max {
+                    self.close(
+                        ctx,
+                        CloseCode::Size,
+                        &format!("message larger than {max} bytes"),
+                    );
+                    return;
+                }
+                if matches!(
+                    self.byte_limiter.check(chunk.len() as u32),
+                    Verdict::Refuse | Verdict::Flood
+                ) {
+                    self.close(ctx, CloseCode::Policy, "byte rate limit exceeded");
+                    return;
+                }
                 match (first, self.fragment.as_mut()) {
                     (Some(text), None) => {
                         self.fragment = Some(Fragment {
@@ -459,14 +532,6 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                         return;
                     }
                 }
-                if self.fragment.as_ref().is_some_and(|f| f.buf.len() > max) {
-                    self.close(
-                        ctx,
-                        CloseCode::Size,
-                        &format!("message larger than {max} bytes"),
-                    );
-                    return;
-                }
                 if last {
                     let f = self.fragment.take().expect("fragment in progress");
                     if f.text {
@@ -477,7 +542,7 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                 }
             }
             Ok(Frame::Ping(payload)) => {
-                if !self.allowed(ctx) {
+                if !self.allowed(ctx) || !self.bytes_allowed(ctx, payload.len()) {
                     return;
                 }
                 self.queue(ctx, OutFrame::Pong(payload));
@@ -501,12 +566,19 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
     }
 }
 
-impl Handler<Evicted> for WsSession {
+impl Handler<SessionNotice> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, msg: Evicted, ctx: &mut Self::Context) {
-        log::info!("member={} disconnected: {}", self.id, msg.reason);
-        self.closing = true;
-        ctx.stop();
+    fn handle(&mut self, msg: SessionNotice, ctx: &mut Self::Context) {
+        match msg {
+            SessionNotice::Evicted { reason } => {
+                log::info!("member={} disconnected: {reason}", self.id);
+                self.closing = true;
+                ctx.stop();
+            }
+            SessionNotice::JoinRefused { room } => {
+                self.rooms.remove(&room);
+            }
+        }
     }
 }

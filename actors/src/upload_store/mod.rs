@@ -18,15 +18,26 @@
 //! [`SWEEP_GRACE`]: the safety net for a cleanup job that ran on another node, which cannot
 //! see this node's disk.
 //!
+//! The directory is bounded on disk: uploads together may hold at most
+//! `UPLOAD_DISK_BUDGET_BYTES`, and none is accepted while the file system has less than
+//! `UPLOAD_MIN_FREE_BYTES` free (the SQLite file lives on the same disk). Either refuses
+//! the upload with [`UploadError::InsufficientStorage`] (507) and keeps nothing.
+//!
 //! File I/O runs through tokio's blocking pool (`tokio::fs`), never on the event loop.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+
+mod files;
+
+use files::DiskUse;
+pub use files::{PendingUpload, UploadWriter};
 
 /// Where uploads are stored, inside `APP_DATA_DIR`.
 pub const UPLOADS_DIR: &str = "uploads";
@@ -36,6 +47,24 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The sweep spares files this much past `UPLOAD_TTL_SECS`, leaving them to their cleanup job.
 pub const SWEEP_GRACE: Duration = Duration::from_secs(60);
+
+/// While an upload is written, the free space of the disk is checked again after every
+/// this many bytes.
+pub const FREE_SPACE_CHECK_BYTES: u64 = 8 << 20;
+
+/// The store's settings; from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Largest upload (`UPLOAD_MAX_BYTES`; 413 beyond).
+    pub max_bytes: u64,
+    /// An upload is removed this long after it arrived (`UPLOAD_TTL_SECS`).
+    pub ttl: Duration,
+    /// Most bytes all uploads together hold on disk (`UPLOAD_DISK_BUDGET_BYTES`; 507 beyond).
+    pub disk_budget: u64,
+    /// Uploads are refused while the disk has less free space than this
+    /// (`UPLOAD_MIN_FREE_BYTES`; 507).
+    pub min_free: u64,
+}
 
 /// What is kept about an upload, next to it as `<id>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +93,9 @@ pub enum UploadError {
     /// The body is larger than the limit; nothing is kept.
     #[error("the file is larger than the limit of {0} bytes")]
     TooLarge(u64),
+    /// The uploads' disk budget is spent, or the disk is nearly full; nothing is kept.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The disk failed.
     #[error("cannot store the upload: {0}")]
     Io(String),
@@ -86,101 +118,6 @@ fn meta_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 
-/// Removes a file now (a client told "nothing was kept" must find nothing kept).
-async fn remove_now(path: Option<PathBuf>) {
-    if let Some(path) = path {
-        let _ = tokio::fs::remove_file(path).await;
-    }
-}
-
-/// Removes a file from a drop handler, off the event loop: for an upload given up without
-/// [`UploadWriter::discard`] (a request dropped mid-body).
-fn remove_later(path: PathBuf) {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        actix_rt::spawn(async move {
-            let _ = tokio::fs::remove_file(path).await;
-        });
-    }
-}
-
-/// An upload being received. Dropped before [`UploadWriter::finish`], its file is removed.
-pub struct UploadWriter {
-    id: String,
-    filename: String,
-    path: Option<PathBuf>,
-    file: tokio::fs::File,
-    hasher: Sha256,
-    size: u64,
-    limit: u64,
-}
-
-impl UploadWriter {
-    /// Appends a chunk of the body; [`UploadError::TooLarge`] past the limit.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
-        self.size += chunk.len() as u64;
-        if self.size > self.limit {
-            return Err(UploadError::TooLarge(self.limit));
-        }
-        self.hasher.update(chunk);
-        self.file.write_all(chunk).await.map_err(io)
-    }
-
-    /// The body ended: flushes the file. The upload is kept once committed.
-    pub async fn finish(mut self) -> Result<PendingUpload, UploadError> {
-        if let Err(e) = self.file.flush().await {
-            self.discard().await;
-            return Err(io(e));
-        }
-        Ok(PendingUpload {
-            id: std::mem::take(&mut self.id),
-            filename: std::mem::take(&mut self.filename),
-            size: self.size,
-            sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
-            path: self.path.take(),
-        })
-    }
-}
-
-impl UploadWriter {
-    /// Gives the upload up and removes what was written, before returning.
-    pub async fn discard(mut self) {
-        remove_now(self.path.take()).await;
-    }
-}
-
-impl Drop for UploadWriter {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            remove_later(path);
-        }
-    }
-}
-
-/// A received upload that is not downloadable yet. Dropped uncommitted, its file is removed.
-pub struct PendingUpload {
-    /// The stored name.
-    pub id: String,
-    filename: String,
-    size: u64,
-    sha256: String,
-    path: Option<PathBuf>,
-}
-
-impl PendingUpload {
-    /// Gives the upload up and removes its file, before returning.
-    pub async fn discard(mut self) {
-        remove_now(self.path.take()).await;
-    }
-}
-
-impl Drop for PendingUpload {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            remove_later(path);
-        }
-    }
-}
-
 /// An upload found by [`OpenUpload`].
 #[derive(Debug)]
 pub struct StoredUpload {
@@ -190,14 +127,12 @@ pub struct StoredUpload {
     pub path: PathBuf,
 }
 
-/// Start receiving an upload named `filename` by the client, at most `max_bytes`.
+/// Start receiving an upload named `filename` by the client.
 #[derive(Message, Debug)]
 #[rtype(result = "Result<UploadWriter, UploadError>")]
 pub struct CreateUpload {
     /// The client's file name, already made safe to show.
     pub filename: String,
-    /// The largest body accepted (`UPLOAD_MAX_BYTES`).
-    pub max_bytes: u64,
 }
 
 /// Keep a received upload: write its metadata, naming the job that will remove it.
@@ -230,17 +165,49 @@ pub struct RemoveUpload {
 /// The actor; see the module documentation.
 pub struct UploadStore {
     dir: PathBuf,
-    ttl: Duration,
+    config: UploadConfig,
+    disk: DiskUse,
 }
 
 impl UploadStore {
-    /// The uploads of `data_dir` (in [`UPLOADS_DIR`]), kept for `ttl` (`UPLOAD_TTL_SECS`).
-    pub fn new(data_dir: &Path, ttl: Duration) -> Self {
+    /// The uploads of `data_dir` (in [`UPLOADS_DIR`]). What the directory already holds is
+    /// counted against the budget (read on a blocking thread).
+    pub async fn open(data_dir: &Path, config: UploadConfig) -> Self {
+        let dir = data_dir.join(UPLOADS_DIR);
+        let scan = dir.clone();
+        let used = tokio::task::spawn_blocking(move || bytes_in(&scan))
+            .await
+            .unwrap_or(0);
         Self {
-            dir: data_dir.join(UPLOADS_DIR),
-            ttl,
+            disk: DiskUse {
+                used: Arc::new(AtomicU64::new(used)),
+                budget: config.disk_budget,
+                min_free: config.min_free,
+                dir: dir.clone(),
+            },
+            dir,
+            config,
         }
     }
+
+    /// Bytes the uploads hold now.
+    pub fn bytes_used(&self) -> u64 {
+        self.disk.used.load(Ordering::Acquire)
+    }
+}
+
+/// The bytes of the files in `dir`.
+fn bytes_in(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 impl Actor for UploadStore {
@@ -248,11 +215,13 @@ impl Actor for UploadStore {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(SWEEP_INTERVAL, |this, ctx| {
-            let (dir, age) = (this.dir.clone(), this.ttl + SWEEP_GRACE);
+            let (dir, age) = (this.dir.clone(), this.config.ttl + SWEEP_GRACE);
+            let disk = this.disk.clone();
             ctx.spawn(
                 async move {
                     let swept = tokio::task::spawn_blocking(move || sweep(&dir, age)).await;
-                    if let Ok(n @ 1..) = swept {
+                    if let Ok((n @ 1.., bytes)) = swept {
+                        disk.release(bytes);
                         log::info!("uploads: swept {n} files past their time");
                     }
                 }
@@ -267,8 +236,10 @@ impl Handler<CreateUpload> for UploadStore {
 
     fn handle(&mut self, msg: CreateUpload, _: &mut Self::Context) -> Self::Result {
         let dir = self.dir.clone();
+        let (disk, limit) = (self.disk.clone(), self.config.max_bytes);
         Box::pin(async move {
             tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+            disk.check_free_space().await?;
             let id = format!("{:032x}", rand::random::<u128>());
             let path = dir.join(&id);
             let file = tokio::fs::File::create(&path).await.map_err(io)?;
@@ -279,7 +250,9 @@ impl Handler<CreateUpload> for UploadStore {
                 file,
                 hasher: Sha256::new(),
                 size: 0,
-                limit: msg.max_bytes,
+                limit,
+                disk,
+                unchecked: 0,
             })
         })
     }
@@ -300,10 +273,12 @@ impl Handler<CommitUpload> for UploadStore {
                 cleanup_job_id: msg.cleanup_job_id,
             };
             let text = serde_json::to_vec(&meta).expect("upload metadata serialises");
+            let meta_bytes = text.len() as u64;
             if let Err(e) = tokio::fs::write(meta_path(&dir, &meta.id), text).await {
                 upload.discard().await;
                 return Err(io(e));
             }
+            upload.disk.add(meta_bytes);
             upload.path = None; // kept
             Ok(meta)
         })
@@ -337,6 +312,7 @@ impl Handler<RemoveUpload> for UploadStore {
 
     fn handle(&mut self, msg: RemoveUpload, _: &mut Self::Context) -> Self::Result {
         let dir = self.dir.clone();
+        let disk = self.disk.clone();
         Box::pin(async move {
             // Only a name this server made is ever turned into a path.
             if !is_stored_name(&msg.id) {
@@ -345,8 +321,12 @@ impl Handler<RemoveUpload> for UploadStore {
             // The metadata goes first: once it is gone the file cannot be downloaded.
             let mut existed = false;
             for path in [meta_path(&dir, &msg.id), dir.join(&msg.id)] {
+                let size = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
                 match tokio::fs::remove_file(&path).await {
-                    Ok(()) => existed = true,
+                    Ok(()) => {
+                        existed = true;
+                        disk.release(size);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         return Err(UploadError::Io(format!(
@@ -361,28 +341,77 @@ impl Handler<RemoveUpload> for UploadStore {
     }
 }
 
-/// Removes files in `dir` last modified more than `age` ago; returns how many.
-fn sweep(dir: &Path, age: Duration) -> usize {
+/// Removes files in `dir` last modified more than `age` ago; returns how many, and their
+/// bytes.
+fn sweep(dir: &Path, age: Duration) -> (usize, u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return (0, 0);
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.metadata()
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
+            let old = meta
+                .modified()
                 .ok()
-                .filter(std::fs::Metadata::is_file)
-                .and_then(|m| m.modified().ok())
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|elapsed| elapsed > age)
+                .is_some_and(|elapsed| elapsed > age);
+            (old && std::fs::remove_file(e.path()).is_ok()).then_some(meta.len())
         })
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
+        .fold((0, 0), |(n, bytes), len| (n + 1, bytes + len))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(max_bytes: u64, disk_budget: u64) -> UploadConfig {
+        UploadConfig {
+            max_bytes,
+            ttl: Duration::from_secs(60),
+            disk_budget,
+            min_free: 0,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn uploads_together_stay_within_the_disk_budget() {
+        let data = std::env::temp_dir().join(format!("courier-budget-{:x}", rand::random::<u64>()));
+        let store = UploadStore::open(&data, config(100, 10)).await;
+        let disk = store.disk.clone();
+        let store = store.start();
+        let create = || CreateUpload {
+            filename: "a.txt".into(),
+        };
+        let mut first = store.send(create()).await.unwrap().unwrap();
+        first.write(b"12345678").await.unwrap();
+        let mut second = store.send(create()).await.unwrap().unwrap();
+        assert!(matches!(
+            second.write(b"12345").await,
+            Err(UploadError::InsufficientStorage(_))
+        ));
+        assert_eq!(disk.used.load(Ordering::Acquire), 8);
+        first.discard().await;
+        assert_eq!(disk.used.load(Ordering::Acquire), 0);
+        second.write(b"12345").await.unwrap();
+        let kept = second.finish().await.unwrap();
+        let id = kept.id.clone();
+        store
+            .send(CommitUpload {
+                upload: kept,
+                cleanup_job_id: 1,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            disk.used.load(Ordering::Acquire) > 5,
+            "content and metadata"
+        );
+        store.send(RemoveUpload { id }).await.unwrap().unwrap();
+        assert_eq!(disk.used.load(Ordering::Acquire), 0);
+        std::fs::remove_dir_all(&data).unwrap();
+    }
 
     #[test]
     fn only_the_servers_own_names_are_accepted() {
@@ -406,7 +435,7 @@ mod tests {
             .unwrap()
             .set_modified(long_ago)
             .unwrap();
-        assert_eq!(sweep(&dir, Duration::from_secs(120)), 1);
+        assert_eq!(sweep(&dir, Duration::from_secs(120)), (1, 1));
         assert!(!old.exists());
         assert!(new.exists());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -415,10 +444,9 @@ mod tests {
     #[actix_rt::test]
     async fn an_upload_is_kept_only_once_committed_and_removed_on_request() {
         let data = std::env::temp_dir().join(format!("courier-up-{:x}", rand::random::<u64>()));
-        let store = UploadStore::new(&data, Duration::from_secs(60)).start();
+        let store = UploadStore::open(&data, config(8, 1 << 20)).await.start();
         let create = || CreateUpload {
             filename: "a.txt".into(),
-            max_bytes: 8,
         };
 
         let mut dropped = store.send(create()).await.unwrap().unwrap();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Message;
-use bb8_redis::redis::{self, AsyncCommands};
+use bb8_redis::redis;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -29,6 +29,11 @@ use serde_json::value::RawValue;
 use crate::mailbox::CountedRecipient;
 use crate::protocol::{MemberView, RoomEvent};
 use crate::stores::redis::RedisPool;
+
+mod presence;
+
+use presence::PendingPresence;
+pub use presence::PRESENCE_BATCH;
 
 /// Shortest wait before resubscribing after the bus connection drops.
 pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(200);
@@ -41,17 +46,8 @@ pub const NODE_TTL_SECS: u64 = 30;
 /// A subscription that hears nothing for this long (not even this node's own heartbeat,
 /// published every [`NODE_REFRESH_INTERVAL`]) is taken for a dead connection and renewed.
 pub const SUBSCRIPTION_SILENCE_LIMIT: Duration = Duration::from_secs(35);
-/// Presence updates waiting to be written; past this they are dropped (and logged).
-pub const PRESENCE_QUEUE: usize = 4096;
 /// The channel suffix of the bus heartbeat (not a valid room name, so never a room).
 const HEARTBEAT_ROOM: &str = "#heartbeat";
-
-/// One presence change, written to Redis in the order it happened.
-struct PresenceOp {
-    room: String,
-    member: MemberView,
-    joined: bool,
-}
 
 const PUBLISH_SCRIPT: &str = r#"
 local seq = redis.call('INCR', KEYS[1])
@@ -134,13 +130,6 @@ struct Wire<'a> {
     node: Option<&'a str>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct PresenceEntry {
-    id: String,
-    name: String,
-    node: String,
-}
-
 struct Inner {
     client: redis::Client,
     pool: RedisPool,
@@ -150,8 +139,7 @@ struct Inner {
     timeout: Duration,
     connected: AtomicBool,
     script: redis::Script,
-    presence_tx: tokio::sync::mpsc::Sender<PresenceOp>,
-    presence_rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<PresenceOp>>>,
+    presence: PendingPresence,
 }
 
 /// A handle on the bus; cheap to clone.
@@ -203,7 +191,6 @@ impl RedisBus {
         history_cap: usize,
         timeout: Duration,
     ) -> redis::RedisResult<Self> {
-        let (presence_tx, presence_rx) = tokio::sync::mpsc::channel(PRESENCE_QUEUE);
         Ok(Self {
             inner: Arc::new(Inner {
                 client: redis::Client::open(url)?,
@@ -214,8 +201,7 @@ impl RedisBus {
                 timeout,
                 connected: AtomicBool::new(false),
                 script: redis::Script::new(PUBLISH_SCRIPT),
-                presence_tx,
-                presence_rx: std::sync::Mutex::new(Some(presence_rx)),
+                presence: PendingPresence::default(),
             }),
         })
     }
@@ -287,20 +273,7 @@ impl RedisBus {
                     .await;
             }
         });
-        let receiver = self
-            .inner
-            .presence_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut rx) = receiver {
-            let bus = self.clone();
-            actix_rt::spawn(async move {
-                while let Some(op) = rx.recv().await {
-                    bus.write_presence(op).await;
-                }
-            });
-        }
+        self.start_presence_writer();
     }
 
     async fn subscribe_forever(&self, to: Deliveries) {
@@ -389,115 +362,6 @@ impl RedisBus {
             })
             .await
         }
-    }
-
-    fn announce(&self, room: &str, member: &MemberView, joined: bool) {
-        let op = PresenceOp {
-            room: room.to_owned(),
-            member: member.clone(),
-            joined,
-        };
-        if self.inner.presence_tx.try_send(op).is_err() {
-            log::warn!("bus: presence queue full; dropped an update for room={room}");
-        }
-    }
-
-    /// Writes one presence change and tells the other nodes.
-    async fn write_presence(&self, op: PresenceOp) {
-        let PresenceOp {
-            room,
-            member,
-            joined,
-        } = op;
-        let wire = serde_json::to_string(&Wire {
-            seq: None,
-            k: if joined { "j" } else { "l" },
-            from: None,
-            data: None,
-            ts: None,
-            member: Some(member.clone()),
-            node: Some(&self.inner.node),
-        })
-        .expect("wire serialises");
-        let entry = serde_json::to_string(&PresenceEntry {
-            id: member.id.clone(),
-            name: member.name.clone(),
-            node: self.inner.node.clone(),
-        })
-        .expect("entry serialises");
-        let result = self
-            .timed(async {
-                let mut c = self.conn().await?;
-                let mut pipe = redis::pipe();
-                if joined {
-                    pipe.hset(self.presence_key(&room), &member.id, entry)
-                        .ignore();
-                    pipe.set_ex(self.node_key(&self.inner.node), 1, NODE_TTL_SECS)
-                        .ignore();
-                } else {
-                    pipe.hdel(self.presence_key(&room), &member.id).ignore();
-                }
-                pipe.publish(self.channel(&room), wire).ignore();
-                pipe.query_async::<()>(&mut *c)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-        if let Err(e) = result {
-            log::debug!("bus: presence update for room={room} not stored: {e}");
-        }
-    }
-
-    /// Records a member in the room's presence and tells other nodes.
-    pub fn presence_joined(&self, room: &str, member: &MemberView) {
-        self.announce(room, member, true);
-    }
-
-    /// Removes a member from the room's presence and tells other nodes.
-    pub fn presence_left(&self, room: &str, member: &MemberView) {
-        self.announce(room, member, false);
-    }
-
-    /// The room's members on every live node.
-    pub async fn presence(&self, room: &str) -> Result<Vec<MemberView>, String> {
-        let key = self.presence_key(room);
-        self.timed(async {
-            let mut c = self.conn().await?;
-            let entries: Vec<(String, String)> =
-                c.hgetall(&key).await.map_err(|e| e.to_string())?;
-            let entries: Vec<PresenceEntry> = entries
-                .into_iter()
-                .filter_map(|(_, v)| serde_json::from_str(&v).ok())
-                .collect();
-            let mut nodes: Vec<&str> = entries.iter().map(|e| e.node.as_str()).collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            let mut live = Vec::new();
-            for node in nodes {
-                let alive: bool = c
-                    .exists(self.node_key(node))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if alive {
-                    live.push(node.to_owned());
-                }
-            }
-            let mut members = Vec::new();
-            for e in entries {
-                if live.contains(&e.node) {
-                    members.push(MemberView {
-                        id: e.id,
-                        name: e.name,
-                    });
-                } else {
-                    // A node that died without cleaning up: forget its members.
-                    let _: Result<(), _> = c.hdel(&key, &e.id).await;
-                }
-            }
-            members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-            Ok(members)
-        })
-        .await
     }
 
     /// Events of `room` with `seq > since` from the Redis history, oldest first.

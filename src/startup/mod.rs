@@ -15,27 +15,32 @@ use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use courier_actors::blocking::BlockingPool;
 use courier_actors::cache::{Cache, CacheMetrics, RedisCache};
-use courier_actors::db::documents::DocumentStore;
-use courier_actors::db::{Database, DbMetrics};
+use courier_actors::db::Database;
 use courier_actors::db_executor::DbExecutor;
 use courier_actors::job_worker::{JobEvents, JobMetrics, JobWorker, ReleaseJobs, Runner, Smtp};
 use courier_actors::metrics::RealtimeMetrics;
 use courier_actors::redis_bus::RedisBus;
 use courier_actors::room_broker::{CloseAll, RoomBroker};
 use courier_actors::sse_feed::{CloseFeeds, SseFeed};
-use courier_actors::stores::{self, with_timeout};
 use courier_actors::upload_store::UploadStore;
-use tokio::sync::Semaphore;
 use url::Url;
 
+use crate::body_deadline::BodyDeadline;
+use crate::client_budgets::ClientBudgets;
 use crate::config::Config;
 use crate::error::extractor_configs;
 use crate::http_client;
 use crate::metrics::Metrics;
 use crate::routes;
-use crate::state::{AppState, Realtime, Stores};
+use crate::state::{AppState, Pools, Realtime, Stores};
 use crate::telemetry::Telemetry;
+
+mod stores;
+
+pub use stores::{build_database, MIGRATION_RETRY_INTERVAL};
+use stores::{build_stores, prepare_schema, shutdown_stores};
 
 /// Connections the kernel queues for `accept` (bursts of thousands of WebSocket clients).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -46,16 +51,13 @@ pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 /// Built-in demo stores `/fastest-price` races when `PRICE_SOURCES` is unset.
 pub const DEMO_PRICE_STORES: u32 = 3;
 
-/// While the migrations cannot be applied (the database is down at start-up), they are
-/// tried again this often; data requests answer 503 until they succeed.
-pub const MIGRATION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
-
 /// A built, listening application.
 pub struct Application {
     addr: SocketAddr,
     server: Server,
     state: AppState,
     arbiter: actix_rt::Arbiter,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Stops the application the way a signal does: realtime connections are closed (WebSocket
@@ -68,6 +70,7 @@ pub struct ShutdownHandle {
     realtime: Realtime,
     job_events: JobEvents,
     jobs: Addr<JobWorker>,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
     timeout: Duration,
 }
 
@@ -78,6 +81,8 @@ impl ShutdownHandle {
         let ws = self.realtime.broker.send(CloseAll).await.unwrap_or(0);
         let sse = self.realtime.feed.send(CloseFeeds).await.unwrap_or(0);
         self.job_events.close();
+        // Every other stream (`/sse`, exports) ends on this.
+        self.closing.send_replace(true);
         log::info!("shutdown: sent close to {ws} connections and {sse} feed streams");
         // Before the HTTP workers stop: the jobs go back to the queue (for another node, or
         // this one after a restart) while every part of the server is still running.
@@ -154,12 +159,24 @@ impl Application {
             .map(|n| n.get())
             .unwrap_or(1);
         let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
-        let cpu_slots = Arc::new(Semaphore::new(cores));
-        let cache = start_cache(&config, &metrics, &stores, &arbiter);
+        let pools = Pools {
+            cpu: BlockingPool::new("courier-cpu", cores, config.pools.queue),
+            sync: BlockingPool::new(
+                "courier-sync",
+                config.pools.sync_threads,
+                config.pools.queue,
+            ),
+        };
+        let cache = start_cache(&config, &metrics, &stores, &arbiter, pools.cpu.clone());
         let uploads = {
-            let store = UploadStore::new(&config.data_dir, config.files.ttl);
+            let store = UploadStore::open(&config.data_dir, config.files.clone()).await;
             UploadStore::start_in_arbiter(&arbiter.handle(), move |_| store)
         };
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
+        let replay_budgets = Arc::new(ClientBudgets::new(
+            config.realtime.session.replay_bytes_per_sec,
+            config.realtime.session.replay_bytes_burst,
+        ));
         let (jobs, job_events) = start_jobs(&config, &metrics, &db, &realtime, &uploads, &arbiter)?;
         let aggregate_base = match &config.aggregate_url {
             Some(url) => url.clone(),
@@ -185,7 +202,9 @@ impl Application {
             jobs,
             job_events,
             uploads,
-            cpu_slots,
+            pools,
+            replay_budgets,
+            closing,
             realtime,
         };
         let user_timeout = state.config.realtime.tcp_user_timeout;
@@ -208,6 +227,7 @@ impl Application {
                 .app_data(query)
                 .app_data(path)
                 .app_data(payload)
+                .wrap(BodyDeadline::new(config.body))
                 .wrap(Telemetry::new(metrics.clone(), config.debug))
                 .configure(|cfg| routes::configure(cfg, documents_max))
                 .default_service(web::to(routes::not_found))
@@ -245,6 +265,7 @@ impl Application {
             server,
             state,
             arbiter,
+            closing: Arc::new(closing_tx),
         })
     }
 
@@ -255,6 +276,7 @@ impl Application {
             realtime: self.state.realtime.clone(),
             job_events: self.state.job_events.clone(),
             jobs: self.state.jobs.clone(),
+            closing: self.closing.clone(),
             timeout: self.state.config.shutdown_timeout,
         }
     }
@@ -364,6 +386,7 @@ fn start_cache(
     metrics: &Metrics,
     stores: &Stores,
     arbiter: &actix_rt::Arbiter,
+    cpu: BlockingPool,
 ) -> actix::Addr<Cache> {
     let redis = stores.redis_cache.clone().or_else(|| stores.redis.clone());
     log::info!(
@@ -382,7 +405,7 @@ fn start_cache(
     let cache_config = config.cache.clone();
     let cache_metrics = CacheMetrics::register(metrics.registry());
     Cache::start_in_arbiter(&arbiter.handle(), move |_| {
-        Cache::new(cache_config, cache_metrics, redis)
+        Cache::new(cache_config, cache_metrics, redis, cpu)
     })
 }
 
@@ -436,154 +459,4 @@ fn start_realtime(
         node,
     );
     Ok((realtime, arbiter))
-}
-
-/// Creates the pools and clients of the configured stores. None connects here: a store
-/// that is down is reported by `/readyz` and used once it is back.
-async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
-    let mut stores = Stores::default();
-    match &config.redis_url {
-        Some(url) => {
-            log::info!("redis: {}", url.redacted());
-            stores.redis = Some(
-                stores::redis::pool(url.expose(), &config.redis_pool)
-                    .context("REDIS_URL is not usable")?,
-            );
-        }
-        None => log::info!("redis: REDIS_URL is unset; bus, presence and history stay in process"),
-    }
-    for (name, url, slot) in [
-        (
-            "REDIS_URL_CACHE",
-            &config.redis_url_cache,
-            &mut stores.redis_cache,
-        ),
-        (
-            "REDIS_URL_SESSION",
-            &config.redis_url_session,
-            &mut stores.redis_session,
-        ),
-    ] {
-        if let Some(url) = url
-            .as_ref()
-            .filter(|u| Some(*u) != config.redis_url.as_ref())
-        {
-            log::info!("redis ({name}): {}", url.redacted());
-            *slot = Some(
-                stores::redis::pool(url.expose(), &config.redis_pool)
-                    .with_context(|| format!("{name} is not usable"))?,
-            );
-        }
-    }
-    match &config.mongodb_uri {
-        Some(uri) => {
-            log::info!("documents: MongoDB at {}", uri.redacted());
-            let client = with_timeout(
-                "mongodb",
-                config.mongodb_timeout,
-                stores::mongo::client(uri.expose(), config.mongodb_timeout, &config.app_name),
-            )
-            .await
-            .context("MONGODB_URI is not usable")?;
-            stores.mongo = Some(client);
-        }
-        None => {
-            log::info!("documents: MONGODB_URI is unset; documents stay in the relational store")
-        }
-    }
-    if let Some(url) = &config.mysql_url {
-        log::warn!(
-            "MYSQL_URL is set ({}) but courier's relational store is Postgres (DATABASE_URL) or the embedded SQLite file; it is not used",
-            url.redacted()
-        );
-    }
-    for (suffix, url) in &config.extra_database_urls {
-        log::info!(
-            "DATABASE_URL_{} is set ({}); no courier feature reads a second database yet",
-            suffix.to_ascii_uppercase(),
-            url.redacted()
-        );
-    }
-    Ok(stores)
-}
-
-/// The relational store (Postgres when `DATABASE_URL` is set, else the SQLite file in
-/// `APP_DATA_DIR`) with the document store (MongoDB when `MONGODB_URI` is set, else the
-/// relational store). Nothing connects here.
-pub fn build_database(config: &Config, metrics: &Metrics, stores: &Stores) -> Database {
-    let settings = config.db.clone();
-    let db_metrics = DbMetrics::register(metrics.registry());
-    let documents = match &stores.mongo {
-        Some(client) => DocumentStore::mongo(client, &config.app_name, config.db.statement_timeout),
-        None => DocumentStore::Relational,
-    };
-    match &config.database_url {
-        Some(url) => {
-            log::info!("database: Postgres at {}", url.redacted());
-            Database::postgres(url.expose(), settings, db_metrics, documents)
-        }
-        None => {
-            log::info!(
-                "database: DATABASE_URL is unset; using the embedded SQLite file {}",
-                config
-                    .data_dir
-                    .join(courier_actors::db::SQLITE_FILE)
-                    .display()
-            );
-            Database::sqlite(&config.data_dir, settings, db_metrics, documents)
-        }
-    }
-}
-
-/// Applies the migrations before serving. If the database cannot be reached, serving
-/// starts anyway (data requests answer 503 and `/readyz` says why) and the migrations are
-/// retried in the background until they succeed.
-async fn prepare_schema(db: &Database) {
-    match db.migrate().await {
-        Ok(applied) => log_migrations(&applied),
-        Err(e) => {
-            log::warn!(
-                "database: {e}; retrying every {} s",
-                MIGRATION_RETRY_INTERVAL.as_secs()
-            );
-            let db = db.clone();
-            actix_rt::spawn(async move {
-                loop {
-                    actix_rt::time::sleep(MIGRATION_RETRY_INTERVAL).await;
-                    match db.migrate().await {
-                        Ok(applied) => {
-                            log_migrations(&applied);
-                            break;
-                        }
-                        Err(e) => log::warn!("database: {e}"),
-                    }
-                }
-            });
-        }
-    }
-}
-
-fn log_migrations(applied: &[String]) {
-    if applied.is_empty() {
-        log::info!("database: schema is up to date");
-    } else {
-        log::info!("database: applied migrations {}", applied.join(", "));
-    }
-}
-
-/// Closes the pools and clients.
-async fn shutdown_stores(stores: Stores) {
-    if let Some(client) = stores.mongo {
-        client.shutdown().await;
-        log::info!("shutdown: MongoDB client closed");
-    }
-    let Stores {
-        redis,
-        redis_cache,
-        redis_session,
-        ..
-    } = stores;
-    if redis.is_some() || redis_cache.is_some() || redis_session.is_some() {
-        log::info!("shutdown: Redis pools closed");
-    }
 }
