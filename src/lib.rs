@@ -13,6 +13,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod multipart;
 pub mod routes;
+pub mod secret;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

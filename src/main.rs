@@ -32,11 +32,25 @@ enum Command {
     /// Apply the database migrations (Postgres at DATABASE_URL, else the embedded SQLite
     /// file) and exit; the server also applies them at start-up.
     Migrate,
-    /// Mint a token (JWT, HS256, signed with JWT_SECRET) for local use.
+    /// Mint a token (JWT, HS256, signed with JWT_SECRET): a connection token, or with
+    /// --room a subscription token for that room alone.
     Token {
-        /// The user name the token carries.
+        /// The user name the token carries (its `sub`).
         #[arg(long)]
         user: String,
+        /// A subscription token for this room (claims `sub` and `room`).
+        #[arg(long)]
+        room: Option<String>,
+        /// What the token allows, comma-separated (subscribe, publish, presence, history):
+        /// in --room, or in the rooms matching --match.
+        #[arg(long, value_delimiter = ',')]
+        allow: Vec<String>,
+        /// A room pattern (`*` matches anything) for a capability rule with --allow.
+        #[arg(long = "match")]
+        pattern: Option<String>,
+        /// Roles, comma-separated (`admin` may use every room and admin route).
+        #[arg(long, value_delimiter = ',')]
+        role: Vec<String>,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = courier::auth::DEFAULT_TOKEN_TTL_SECS)]
         ttl: u64,
@@ -69,7 +83,16 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().write_all(config.render().as_bytes());
             ExitCode::SUCCESS
         }
-        Command::Token { user, ttl } => match courier::auth::mint(&config.jwt_secret, &user, ttl) {
+        Command::Token {
+            user,
+            room,
+            allow,
+            pattern,
+            role,
+            ttl,
+        } => match token_request(user, room, &allow, pattern, role, ttl)
+            .and_then(|req| courier::auth::mint_token(&config.jwt_secret, &req))
+        {
             Ok(token) => {
                 let _ = writeln!(std::io::stdout(), "{token}");
                 ExitCode::SUCCESS
@@ -82,6 +105,35 @@ fn main() -> ExitCode {
         Command::Serve => serve(config),
         Command::Migrate => migrate(config),
     }
+}
+
+fn token_request(
+    user: String,
+    room: Option<String>,
+    allow: &[String],
+    pattern: Option<String>,
+    roles: Vec<String>,
+    ttl_secs: u64,
+) -> Result<courier::auth::TokenRequest, courier::auth::AuthError> {
+    use courier_actors::access::Action;
+    let allow = allow
+        .iter()
+        .map(|a| {
+            Action::parse(a.trim()).ok_or_else(|| {
+                courier::auth::AuthError::Invalid(format!(
+                    "--allow: unknown action {a:?} (subscribe, publish, presence, history)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(courier::auth::TokenRequest {
+        user,
+        ttl_secs,
+        room,
+        allow,
+        pattern,
+        roles,
+    })
 }
 
 fn migrate(config: Config) -> ExitCode {

@@ -42,6 +42,7 @@
 //! leaf modules ([`protocol`], [`client_queue`], [`mailbox`], [`metrics`], [`clock`]). No
 //! module imports a module that imports it back (checked by a test in `tests/api`).
 
+pub mod access;
 pub mod blocking;
 pub mod cache;
 pub mod client_queue;

@@ -1,8 +1,9 @@
 //! The `/ws/json` protocol: what clients send and what the server sends back.
 //!
-//! Client frames are JSON objects with a `type`: `ping`, `message`, `join {room, since?}`,
-//! `leave {room}`, `publish {room, data, id?}`, `presence {room}`, `typing {room}`. Unknown
-//! types and unknown fields are refused with an `error` frame; the connection stays open.
+//! Client frames are JSON objects with a `type`: `ping`, `message`, `join {room, since?,
+//! token?}`, `leave {room}`, `publish {room, data, id?}`, `presence {room}`, `typing
+//! {room}`, `refresh {token}`. Unknown types and unknown fields are refused with an `error`
+//! frame; the connection stays open.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -29,6 +30,13 @@ pub enum ClientMsg {
         room: String,
         /// The last sequence number the client already has.
         since: Option<u64>,
+        /// A subscription token for this room.
+        token: Option<String>,
+    },
+    /// Replace the connection's token (before it expires).
+    Refresh {
+        /// The new token.
+        token: String,
     },
     /// Leave a room.
     Leave {
@@ -104,6 +112,15 @@ struct JoinFields {
     _kind: String,
     room: String,
     since: Option<u64>,
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshFields {
+    #[serde(rename = "type")]
+    _kind: String,
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -162,8 +179,12 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, ProtocolViolation> {
             ClientMsg::Join {
                 room: checked_room(f.room)?,
                 since: f.since,
+                token: f.token,
             }
         }
+        "refresh" => ClientMsg::Refresh {
+            token: fields::<RefreshFields>(text)?.token,
+        },
         "leave" => ClientMsg::Leave {
             room: checked_room(fields::<RoomFields>(text)?.room)?,
         },
@@ -193,7 +214,7 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, ProtocolViolation> {
             return Err(ProtocolViolation::new(
                 "unknown_type",
                 format!(
-                    "unknown type {other:?}; expected ping, message, join, leave, publish, presence or typing"
+                    "unknown type {other:?}; expected ping, message, join, leave, publish, presence, typing or refresh"
                 ),
             ))
         }
@@ -205,18 +226,29 @@ fn checked_room(room: String) -> Result<String, ProtocolViolation> {
     Ok(room)
 }
 
-/// Room names: 1–64 characters of ASCII letters, digits, `-`, `_`, `.` and `:`.
+/// Room names: 1–64 characters of ASCII letters, digits, `-`, `_`, `.` and `:`; a personal
+/// room adds `#` and the users it is for, separated by commas (`dm:#alice,bob`).
 pub fn validate_room(room: &str) -> Result<(), String> {
+    let plain = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    };
     let ok = !room.is_empty()
         && room.len() <= MAX_ROOM_NAME_LEN
-        && room
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && match room.split_once('#') {
+            None => plain(room),
+            Some((name, users)) => {
+                !name.is_empty()
+                    && plain(name)
+                    && !users.is_empty()
+                    && users.split(',').all(|u| !u.is_empty() && plain(u))
+            }
+        };
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "room names are 1-{MAX_ROOM_NAME_LEN} characters of letters, digits, '-', '_', '.' and ':'"
+            "room names are 1-{MAX_ROOM_NAME_LEN} characters of letters, digits, '-', '_', '.' and ':' (a personal room adds '#' and its users, separated by ',')"
         ))
     }
 }
@@ -282,14 +314,33 @@ pub fn compact_data(raw: Box<RawValue>, max_depth: usize) -> Result<Box<RawValue
 pub struct MemberView {
     /// The connection's id, unique across nodes.
     pub id: String,
-    /// The member's name.
+    /// The member's name: the user's, or a guest's `guest-…` name.
     pub name: String,
+    /// The token's user; `null` for a guest.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Server frames other than room events (which the broker renders itself).
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg<'a> {
+    /// The first frame of a `/ws/json` connection: who the server takes the client for.
+    Hello {
+        /// The connection's id (as in presence).
+        client_id: &'a str,
+        /// The token's user; `null` for a guest.
+        user: Option<&'a str>,
+        /// The name others see.
+        name: &'a str,
+        /// When the token expires (seconds since the Unix epoch); `null` without one.
+        expires_at: Option<u64>,
+    },
+    /// A `refresh` was accepted.
+    Refreshed {
+        /// When the new token expires (seconds since the Unix epoch).
+        expires_at: u64,
+    },
     /// Answer to `ping`.
     Pong,
     /// Answer to `message`.
@@ -369,6 +420,8 @@ pub struct RoomEvent {
     pub seq: u64,
     /// The publisher's name.
     pub from: std::sync::Arc<str>,
+    /// The publisher's user; `None` for a guest or the server API.
+    pub user: Option<std::sync::Arc<str>>,
     /// The published JSON value, as sent.
     pub data: Box<RawValue>,
     /// When the event was accepted (RFC 3339, UTC, milliseconds).
@@ -387,6 +440,8 @@ pub struct EventFrame<'a> {
     pub seq: u64,
     /// The publisher's name.
     pub from: &'a str,
+    /// The publisher's user (the token's); `null` for a guest or the server API.
+    pub user: Option<&'a str>,
     /// The published JSON value.
     #[serde(borrow)]
     pub data: &'a RawValue,
@@ -507,6 +562,8 @@ mod tests {
             "chat:lobby",
             "a",
             "A-b_c.d:e",
+            "user:#alice",
+            "dm:#alice,bob",
             &"x".repeat(MAX_ROOM_NAME_LEN),
         ] {
             assert!(validate_room(ok).is_ok(), "{ok:?}");
@@ -517,6 +574,10 @@ mod tests {
             "slash/es",
             "ünïcode",
             "#hash",
+            "dm:#",
+            "dm:#alice,",
+            "dm:#a#b",
+            "dm:#al ice",
             &"x".repeat(MAX_ROOM_NAME_LEN + 1),
         ] {
             assert!(validate_room(bad).is_err(), "{bad:?}");

@@ -25,6 +25,7 @@ pub mod sources;
 pub mod values;
 
 mod resolve;
+mod security;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -118,6 +119,32 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Browser origins a deployment trusts (`CORS_ALLOWED_ORIGINS`, `WS_ALLOWED_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// Any origin (`*`).
+    Any,
+    /// These origins (`https://app.example.com`), besides the server's own.
+    List(Vec<String>),
+}
+
+impl Origins {
+    /// Whether a request from `origin` to the server at `host` (its `Host` header) is
+    /// allowed: the server's own origin always is.
+    pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
+        let origin = origin.trim_end_matches('/');
+        let own = host.is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host)
+        });
+        own || match self {
+            Self::Any => true,
+            Self::List(list) => list.iter().any(|o| o == origin),
+        }
+    }
 }
 
 /// How slowly a request body may arrive.
@@ -248,6 +275,15 @@ pub struct Config {
     pub mongodb_uri: Option<ServiceUrl>,
     /// `JWT_SECRET`: HS256 key for tokens.
     pub jwt_secret: Secret,
+    /// `API_KEYS`: the server API keys (digests).
+    pub api_keys: crate::auth::ApiKeys,
+    /// `REQUIRE_AUTH`: data routes need a token or key, admin routes the key or the admin role.
+    pub require_auth: bool,
+    /// `CORS_ALLOWED_ORIGINS`: browser origins allowed over REST and SSE.
+    pub cors_origins: Origins,
+    /// `WS_ALLOWED_ORIGINS`: origins allowed to open WebSockets; `None`: the server's own
+    /// and `CORS_ALLOWED_ORIGINS`.
+    pub ws_origins: Option<Origins>,
     /// `DB_POOL_*`, `DB_STATEMENT_TIMEOUT_MS`: the relational store.
     pub db: DbConfig,
     /// `REDIS_POOL_*`: the Redis pool.

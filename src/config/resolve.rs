@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use courier_actors::access::AccessPolicy;
 
 use courier_actors::cache::CacheConfig;
 use courier_actors::client_queue::QueueLimits;
@@ -26,9 +29,9 @@ use super::values::{
 };
 use super::{
     BodyLimits, Config, ConfigError, DataConfig, Environment, HttpClientConfig, JobsConfig,
-    MultipartConfig, PoolsConfig, RealtimeConfig, DEVELOPMENT_JWT_SECRET, MAX_PRICE_SOURCES,
-    MIN_PRODUCTION_SECRET_BYTES,
+    MultipartConfig, PoolsConfig, RealtimeConfig, MAX_PRICE_SOURCES,
 };
+use crate::auth::Tokens;
 
 pub(super) struct Resolver {
     pub(super) layers: Layers,
@@ -51,7 +54,7 @@ impl Resolver {
             .unwrap_or(Source::Unset)
     }
 
-    fn raw(&self, name: &str) -> Option<String> {
+    pub(super) fn raw(&self, name: &str) -> Option<String> {
         self.layers.lookup(name).map(|(v, _)| v)
     }
 
@@ -60,14 +63,14 @@ impl Resolver {
         self.report.push((name.to_owned(), shown, source));
     }
 
-    fn required(&self, setting: &Setting) -> Result<String, ConfigError> {
+    pub(super) fn required(&self, setting: &Setting) -> Result<String, ConfigError> {
         self.raw(setting.name).ok_or_else(|| ConfigError::Missing {
             variable: setting.name.into(),
             expected: setting.kind.expected(),
         })
     }
 
-    fn text(
+    pub(super) fn text(
         &mut self,
         setting: &Setting,
         valid: impl Fn(&str) -> bool,
@@ -80,7 +83,7 @@ impl Resolver {
         Ok(raw)
     }
 
-    fn boolean(&mut self, setting: &Setting) -> Result<bool, ConfigError> {
+    pub(super) fn boolean(&mut self, setting: &Setting) -> Result<bool, ConfigError> {
         let raw = self.required(setting)?;
         let value = match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => true,
@@ -91,7 +94,7 @@ impl Resolver {
         Ok(value)
     }
 
-    fn int(&mut self, setting: &Setting) -> Result<u64, ConfigError> {
+    pub(super) fn int(&mut self, setting: &Setting) -> Result<u64, ConfigError> {
         let (min, max) = setting.kind.range().expect("a numeric setting");
         let raw = self.required(setting)?;
         let value: u64 = raw
@@ -104,7 +107,7 @@ impl Resolver {
         Ok(value)
     }
 
-    fn duration(&mut self, setting: &Setting) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&mut self, setting: &Setting) -> Result<Duration, ConfigError> {
         let n = self.int(setting)?;
         Ok(match setting.kind {
             Kind::Secs { .. } => Duration::from_secs(n),
@@ -190,34 +193,6 @@ impl Resolver {
         })
     }
 
-    fn jwt_secret(&mut self, env: Environment) -> Result<Secret, ConfigError> {
-        let production = env == Environment::Production;
-        let in_production = format!(
-            "a random secret of at least {MIN_PRODUCTION_SECRET_BYTES} bytes in production"
-        );
-        let secret = self
-            .raw(s::JWT_SECRET.name)
-            .ok_or_else(|| ConfigError::Missing {
-                variable: s::JWT_SECRET.name.into(),
-                expected: if production {
-                    in_production.clone()
-                } else {
-                    s::JWT_SECRET.kind.expected()
-                },
-            })?;
-        if production
-            && (secret == DEVELOPMENT_JWT_SECRET || secret.len() < MIN_PRODUCTION_SECRET_BYTES)
-        {
-            return Err(invalid(
-                s::JWT_SECRET.name,
-                "<redacted>".into(),
-                &format!("{in_production}, not the development secret"),
-            ));
-        }
-        self.record(s::JWT_SECRET.name, "<redacted>".into());
-        Ok(Secret::new(secret))
-    }
-
     fn price_sources(&mut self) -> Result<Vec<String>, ConfigError> {
         let setting = &s::PRICE_SOURCES;
         let Some(raw) = self.raw(setting.name) else {
@@ -252,7 +227,13 @@ impl Resolver {
         Ok(sources)
     }
 
-    fn realtime(&mut self, env: Environment) -> Result<RealtimeConfig, ConfigError> {
+    fn realtime(
+        &mut self,
+        env: Environment,
+        access: Arc<AccessPolicy>,
+        secret: &Secret,
+        token_grace: Duration,
+    ) -> Result<RealtimeConfig, ConfigError> {
         let anonymous_publish = self.boolean(&s::ANONYMOUS_PUBLISH)?;
         if anonymous_publish && env == Environment::Production {
             return Err(invalid(
@@ -275,6 +256,9 @@ impl Resolver {
             json_max_depth: self.int(&s::JSON_MAX_DEPTH)? as usize,
             replay_bytes_per_sec: self.int(&s::REPLAY_BYTES_PER_SEC)? as u32,
             replay_bytes_burst: self.int(&s::REPLAY_BYTES_BURST)? as u32,
+            access: access.clone(),
+            tokens: Arc::new(Tokens::new(secret.clone())),
+            token_grace,
         };
         if (session.bytes_burst as usize) < session.max_message_bytes {
             return Err(invalid(
@@ -312,6 +296,7 @@ impl Resolver {
             typing_interval: self.duration(&s::TYPING_INTERVAL_MS)?,
             mailbox_capacity: self.int(&s::BROKER_MAILBOX_CAPACITY)? as usize,
             presence_events_max_members: self.int(&s::PRESENCE_EVENTS_MAX_MEMBERS)? as usize,
+            access,
         };
         let sse_heartbeat = self.duration(&s::SSE_HEARTBEAT_INTERVAL_MS)?;
         let sse_keepalive = self.duration(&s::SSE_KEEPALIVE_INTERVAL_MS)?;
@@ -330,7 +315,17 @@ impl Resolver {
             sse_demo_interval,
         })
     }
+}
 
+pub(super) fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Resolver {
     pub(super) fn build(mut self, env: Environment) -> Result<Config, ConfigError> {
         let app_name = self.text(&s::APP_NAME, valid_app_name)?;
         let debug = self.boolean(&s::APP_DEBUG)?;
@@ -356,6 +351,28 @@ impl Resolver {
         let redis_url_session = self.service_url(&s::REDIS_URL_SESSION)?;
         let mongodb_uri = self.service_url(&s::MONGODB_URI)?;
         let jwt_secret = self.jwt_secret(env)?;
+        let api_keys = self.api_keys();
+        let token_grace = self.duration(&s::TOKEN_REFRESH_GRACE_MS)?;
+        let require_auth = self.boolean(&s::REQUIRE_AUTH)?;
+        if !require_auth && env == Environment::Production {
+            return Err(invalid(
+                s::REQUIRE_AUTH.name,
+                "false".into(),
+                "true in production: data and admin routes need a token or an API key",
+            ));
+        }
+        let cors_origins = self.origins(&s::CORS_ALLOWED_ORIGINS)?;
+        let ws_origins = match self.raw(s::WS_ALLOWED_ORIGINS.name) {
+            None => {
+                self.record(
+                    s::WS_ALLOWED_ORIGINS.name,
+                    "unset (the server's own and CORS_ALLOWED_ORIGINS)".into(),
+                );
+                None
+            }
+            Some(_) => Some(self.origins(&s::WS_ALLOWED_ORIGINS)?),
+        };
+        let access = self.access()?;
 
         let db = DbConfig {
             pool: self.pool([
@@ -437,7 +454,7 @@ impl Resolver {
             export_page_size: self.int(&s::EXPORT_PAGE_SIZE)? as i64,
             documents_max_bytes: self.int(&s::DOCUMENTS_MAX_BYTES)? as usize,
         };
-        let realtime = self.realtime(env)?;
+        let realtime = self.realtime(env, access.clone(), &jwt_secret, token_grace)?;
 
         Ok(Config {
             env,
@@ -456,6 +473,10 @@ impl Resolver {
             redis_url_session,
             mongodb_uri,
             jwt_secret,
+            api_keys,
+            require_auth,
+            cors_origins,
+            ws_origins,
             db,
             redis_pool,
             redis_command_timeout,

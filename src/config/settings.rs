@@ -130,6 +130,19 @@ const fn url(schemes: &'static [&'static str]) -> Kind {
 }
 
 const POSTGRES: &[&str] = &["postgres", "postgresql", "postgresql+asyncpg"];
+const LEVELS: &str = "anyone, authenticated, capability or nobody";
+
+/// The per-namespace options, as their environment suffix and TOML key, longest suffix
+/// first (so `_PRESENCE_EVENTS` is not read as `_PRESENCE`).
+pub const NAMESPACE_OPTIONS: [(&Setting, &str); 7] = [
+    (&NAMESPACE_PRESENCE_EVENTS, "presence_events"),
+    (&NAMESPACE_HISTORY_SIZE, "history_size"),
+    (&NAMESPACE_SUBSCRIBE, "subscribe"),
+    (&NAMESPACE_ANONYMOUS, "anonymous"),
+    (&NAMESPACE_PRESENCE, "presence"),
+    (&NAMESPACE_PUBLISH, "publish"),
+    (&NAMESPACE_HISTORY, "history"),
+];
 const REDIS: &[&str] = &["redis", "rediss", "unix"];
 
 /// Declares each setting as a constant named after its variable, and [`ALL`].
@@ -175,7 +188,33 @@ settings! {
     APP_DATA_DIR: text("a directory path"), Some("./data"),
         "where the embedded SQLite file and uploads live";
     JWT_SECRET: Kind::Secret, None,
-        "HS256 key for tokens; production requires 32+ random bytes";
+        "HS256 key for tokens; production requires 32+ random bytes and refuses the ones in this repository";
+    API_KEYS: Kind::Secret, None,
+        "server API keys for backends, comma-separated (Authorization: apikey <key> or X-API-Key)";
+    TOKEN_REFRESH_GRACE_MS: ms(0, 3_600_000), Some("30000"),
+        "after a connection's token expires, it has this long to send refresh before it is closed (4001)";
+    REQUIRE_AUTH: Kind::Bool, Some("false"),
+        "data routes need a token or API key, admin routes the API key or the admin role (always on in production)";
+    CORS_ALLOWED_ORIGINS: text("a comma-separated list of origins (https://app.example.com), or *"), None,
+        "browser origins allowed to call the REST API and SSE; unset: the server's own origin only";
+    WS_ALLOWED_ORIGINS: text("a comma-separated list of origins, or *"), None,
+        "origins allowed to open WebSockets; unset: the server's own and CORS_ALLOWED_ORIGINS";
+    NAMESPACE_FALLBACK: text("open or closed"), Some("open"),
+        "what a room namespace that is not configured follows: open (anyone may do anything) or closed";
+    NAMESPACE_SUBSCRIBE = "NAMESPACE_<NAME>_SUBSCRIBE": text(LEVELS), Some("anyone"),
+        "who may join and follow the namespace's rooms (NAME: the namespace upper-cased, DEFAULT for rooms without ':'; or [namespaces.name] in TOML)";
+    NAMESPACE_PUBLISH = "NAMESPACE_<NAME>_PUBLISH": text(LEVELS), Some("authenticated"),
+        "who may publish in the namespace";
+    NAMESPACE_PRESENCE = "NAMESPACE_<NAME>_PRESENCE": text(LEVELS), Some("anyone"),
+        "who may see the namespace's members, joins and leaves";
+    NAMESPACE_HISTORY = "NAMESPACE_<NAME>_HISTORY": text(LEVELS), Some("anyone"),
+        "who may read the namespace's history and replay it";
+    NAMESPACE_HISTORY_SIZE = "NAMESPACE_<NAME>_HISTORY_SIZE": int(1, 1_000_000), None,
+        "events kept per room of the namespace (unset: ROOM_HISTORY_SIZE)";
+    NAMESPACE_PRESENCE_EVENTS = "NAMESPACE_<NAME>_PRESENCE_EVENTS": Kind::Bool, Some("true"),
+        "whether members are told of joins and leaves";
+    NAMESPACE_ANONYMOUS = "NAMESPACE_<NAME>_ANONYMOUS": Kind::Bool, Some("true"),
+        "whether guests (no token) may do anything in the namespace";
     DATABASE_URL: url(POSTGRES), None,
         "PostgreSQL; unset selects the embedded SQLite file";
     DATABASE_URL_SUFFIX = "DATABASE_URL_<SUFFIX>": url(POSTGRES), None,
@@ -354,14 +393,33 @@ settings! {
         "room activity on /sse/updates at most this often per room";
 }
 
-/// The setting whose TOML key is `key`, if any (`database_url_<suffix>` keys included).
+/// The setting whose TOML key is `key`, if any (`database_url_<suffix>` keys included;
+/// namespaces are tables of their own, see [`NAMESPACE_OPTIONS`]).
 pub fn by_toml_key(key: &str) -> Option<&'static Setting> {
     if key.starts_with("database_url_") {
         return Some(&DATABASE_URL_SUFFIX);
     }
-    ALL.iter().find(|s| {
-        !s.env_only && s.name.eq_ignore_ascii_case(key) && s.name != DATABASE_URL_SUFFIX.name
+    ALL.iter()
+        .find(|s| !s.env_only && !s.name.contains('<') && s.name.eq_ignore_ascii_case(key))
+}
+
+/// The namespace and option an environment variable `NAMESPACE_<NAME>_<OPTION>` sets.
+pub fn namespace_variable(name: &str) -> Option<(String, &'static Setting)> {
+    let rest = name.strip_prefix("NAMESPACE_")?;
+    NAMESPACE_OPTIONS.iter().find_map(|(setting, key)| {
+        let suffix = format!("_{}", key.to_ascii_uppercase());
+        let ns = rest.strip_suffix(&suffix)?;
+        (!ns.is_empty()).then(|| (ns.to_ascii_lowercase(), *setting))
     })
+}
+
+/// The TOML key of a namespace option.
+pub fn namespace_key(setting: &Setting) -> &'static str {
+    NAMESPACE_OPTIONS
+        .iter()
+        .find(|(s, _)| s.name == setting.name)
+        .map(|(_, key)| *key)
+        .expect("a namespace option")
 }
 
 /// `config/default.toml`: every default, with its help, generated from the table.
@@ -372,7 +430,7 @@ pub fn default_toml() -> String {
          # .env and the environment override these values. Settings without a default (the\n\
          # service URLs, JWT_SECRET, ...) are listed by `courier config --explain`.\n",
     );
-    for s in ALL.iter().filter(|s| !s.env_only) {
+    for s in ALL.iter().filter(|s| !s.env_only && !s.name.contains('<')) {
         let Some(default) = s.default else { continue };
         let value = match s.kind {
             Kind::Bool | Kind::Int { .. } | Kind::Millis { .. } | Kind::Secs { .. } => {
@@ -453,5 +511,24 @@ mod tests {
         );
         assert_eq!(by_toml_key("app_env"), None);
         assert_eq!(by_toml_key("no_such_thing"), None);
+        assert_eq!(by_toml_key("namespace_<name>_subscribe"), None);
+    }
+
+    #[test]
+    fn namespace_variables_name_a_namespace_and_an_option() {
+        assert_eq!(
+            namespace_variable("NAMESPACE_CHAT_PUBLISH"),
+            Some(("chat".into(), &NAMESPACE_PUBLISH))
+        );
+        assert_eq!(
+            namespace_variable("NAMESPACE_LIVE_FEED_PRESENCE_EVENTS"),
+            Some(("live_feed".into(), &NAMESPACE_PRESENCE_EVENTS))
+        );
+        assert_eq!(
+            namespace_variable("NAMESPACE_DEFAULT_HISTORY_SIZE"),
+            Some(("default".into(), &NAMESPACE_HISTORY_SIZE))
+        );
+        assert_eq!(namespace_variable("NAMESPACE_FALLBACK"), None);
+        assert_eq!(namespace_variable("NAMESPACE__PUBLISH"), None);
     }
 }

@@ -103,15 +103,7 @@ impl Layers {
         let key = name.to_ascii_lowercase();
         for layer in self.files.iter().rev() {
             if let Some(value) = layer.table.get(&key) {
-                let raw = match value {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    toml::Value::Datetime(d) => d.to_string(),
-                    // Rejected when the file is read.
-                    toml::Value::Array(_) | toml::Value::Table(_) => String::new(),
-                };
+                let raw = plain(value);
                 if raw.is_empty() {
                     return None;
                 }
@@ -123,6 +115,54 @@ impl Layers {
             .find(|s| s.name == name)
             .and_then(|s| s.default)
             .map(|d| (d.to_owned(), Source::Default))
+    }
+
+    /// Every namespace any layer configures: `NAMESPACE_<NAME>_<OPTION>` variables (the
+    /// name lower-cased) and `[namespaces.<name>]` tables.
+    pub(super) fn namespace_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .env
+            .keys()
+            .chain(self.dotenv.keys())
+            .filter_map(|k| settings::namespace_variable(k).map(|(ns, _)| ns))
+            .collect();
+        for layer in &self.files {
+            if let Some(toml::Value::Table(namespaces)) = layer.table.get(NAMESPACES_TABLE) {
+                names.extend(namespaces.keys().cloned());
+            }
+        }
+        names
+    }
+
+    /// The raw value of option `setting` of namespace `ns`, and its source.
+    pub(super) fn namespace_lookup(
+        &self,
+        ns: &str,
+        setting: &settings::Setting,
+    ) -> Option<(String, Source)> {
+        let key = settings::namespace_key(setting);
+        let var = format!(
+            "NAMESPACE_{}_{}",
+            ns.to_ascii_uppercase(),
+            key.to_ascii_uppercase()
+        );
+        if let Some(v) = self.env.get(&var).filter(|v| !v.is_empty()) {
+            return Some((v.clone(), Source::Environment));
+        }
+        if let Some(v) = self.dotenv.get(&var).filter(|v| !v.is_empty()) {
+            return Some((v.clone(), Source::DotEnv));
+        }
+        for layer in self.files.iter().rev() {
+            let value = layer
+                .table
+                .get(NAMESPACES_TABLE)
+                .and_then(|t| t.get(ns))
+                .and_then(|t| t.get(key));
+            if let Some(value) = value {
+                return Some((plain(value), Source::File(layer.name.clone())));
+            }
+        }
+        setting.default.map(|d| (d.to_owned(), Source::Default))
     }
 
     /// The suffixes of every `DATABASE_URL_<SUFFIX>` any layer sets, upper case, sorted.
@@ -147,6 +187,21 @@ impl Layers {
         suffixes.sort();
         suffixes.dedup();
         suffixes
+    }
+}
+
+/// The TOML table that holds the namespaces: `[namespaces.<name>]`.
+pub const NAMESPACES_TABLE: &str = "namespaces";
+
+/// A plain TOML value as text (tables and arrays are refused when the file is read).
+fn plain(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) | toml::Value::Table(_) => String::new(),
     }
 }
 
@@ -196,6 +251,10 @@ pub(super) fn read_toml(dir: Option<&Path>, stem: &str) -> Result<TomlLayer, Con
             reason: e.message().to_owned(),
         })?;
     for (key, value) in &table {
+        if key == NAMESPACES_TABLE {
+            check_namespaces(&name, value)?;
+            continue;
+        }
         if settings::by_toml_key(key).is_none() {
             return Err(ConfigError::File {
                 file: name.clone(),
@@ -210,6 +269,36 @@ pub(super) fn read_toml(dir: Option<&Path>, stem: &str) -> Result<TomlLayer, Con
         }
     }
     Ok(TomlLayer { name, table })
+}
+
+/// `[namespaces.<name>]` tables hold only the namespace options, as plain values.
+fn check_namespaces(file: &str, value: &toml::Value) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError::File {
+        file: file.to_owned(),
+        reason,
+    };
+    let toml::Value::Table(namespaces) = value else {
+        return Err(bad(
+            "`namespaces` must be a table of [namespaces.<name>] tables".into(),
+        ));
+    };
+    for (ns, options) in namespaces {
+        let toml::Value::Table(options) = options else {
+            return Err(bad(format!("[namespaces.{ns}] must be a table")));
+        };
+        for (key, value) in options {
+            let known = settings::NAMESPACE_OPTIONS.iter().any(|(_, k)| k == key);
+            if !known {
+                return Err(bad(format!(
+                    "unknown namespace option `{key}` in [namespaces.{ns}]"
+                )));
+            }
+            if value.is_table() || value.is_array() {
+                return Err(bad(format!("namespaces.{ns}.{key} must be a plain value")));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The built-in copy of `{stem}.toml`.

@@ -47,27 +47,7 @@ pub fn redact_url(url: &Url) -> String {
     shown.to_string()
 }
 
-/// A secret string that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret string.
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    /// The secret itself; hand it only to the code that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 /// URLs in `raw` (one, or several separated by commas) with any user information before
 /// an `@` replaced by `****`, whether or not they parse: an error message about a URL that

@@ -71,8 +71,8 @@ pub async fn send_email(
     // Where anonymous publishing is off (production), so is anonymous mail: otherwise
     // the server would relay mail to any address for anyone.
     if !state.config.realtime.session.anonymous_publish {
-        crate::auth::user_from_request(&state.config.jwt_secret, &req)?
-            .ok_or(crate::auth::AuthError::Missing)?;
+        let grant = crate::routes::access::grant(&state, &req)?;
+        crate::routes::access::meets(&grant.identity, crate::routes::access::Need::User)?;
     }
     let req = match body {
         Either::Left(json) => json.into_inner(),

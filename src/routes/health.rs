@@ -93,7 +93,9 @@ async fn timed(
 }
 
 /// Readiness: checks every configured dependency at once, each bounded by
-/// `READINESS_TIMEOUT_MS`. 503 when any configured dependency is down.
+/// `READINESS_TIMEOUT_MS`. 503 when any configured dependency is down. With
+/// `REQUIRE_AUTH` on (production), errors, latencies and backends are shown only to the API
+/// key or an admin token.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
     responses(
@@ -101,7 +103,11 @@ async fn timed(
         (status = 503, description = "A configured dependency is down", body = Readiness)
     )
 )]
-pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpResponse {
+pub async fn readyz(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> HttpResponse {
     let s = &state.stores;
     let mut checks: BTreeMap<&'static str, Check> = BTreeMap::new();
     let mut probes = Vec::new();
@@ -148,6 +154,17 @@ pub async fn readyz(state: web::Data<AppState>, request_id: RequestId) -> HttpRe
         check.backend = Some(state.database.backend().name());
     }
 
+    // Errors, latencies and backends name the deployment's internals: with REQUIRE_AUTH
+    // on, only the API key or an admin token sees them; load balancers need the status.
+    let details = !state.config.require_auth
+        || crate::routes::access::grant(&state, &req).is_ok_and(|g| g.identity.superuser());
+    if !details {
+        for check in checks.values_mut() {
+            check.error = None;
+            check.latency_ms = None;
+            check.backend = None;
+        }
+    }
     let down: Vec<&str> = checks
         .iter()
         .filter(|(_, c)| c.status == "down")

@@ -1,5 +1,7 @@
 //! HTTP routes and the OpenAPI document that describes them.
 
+pub mod access;
+pub mod admin;
 pub mod background;
 pub mod basic;
 pub mod cache;
@@ -19,6 +21,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{AppError, ErrorBody, ErrorDetail};
+use access::Security as SecuritySchemes;
 
 /// The OpenAPI 3 document served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -52,6 +55,8 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         rooms::history,
         rooms::presence,
         rooms::list,
+        admin::disconnect,
+        admin::unsubscribe,
         data::create_user,
         data::create_users,
         data::get_user,
@@ -81,7 +86,7 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         files::upload,
         files::download,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&SecuritySchemes),
     components(schemas(ErrorBody, ErrorDetail)),
     tags(
         (name = "basics", description = "Blocking, waiting, CPU-bound and upstream work done without stalling the server"),
@@ -92,29 +97,11 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
         (name = "streaming", description = "Responses streamed from the database"),
         (name = "upstream", description = "Concurrent calls to upstream APIs"),
         (name = "jobs", description = "Background jobs: email, actions, the queue"),
-        (name = "files", description = "Uploads and downloads")
+        (name = "files", description = "Uploads and downloads"),
+        (name = "admin", description = "The server API, for backends: disconnect and unsubscribe clients")
     )
 )]
 pub struct ApiDoc;
-
-/// Declares the bearer-token scheme used by the authenticated routes.
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// The demo chat-and-dashboard page (no build step, no external assets).
 const INDEX_HTML: &str = include_str!("../static/index.html");
@@ -151,6 +138,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
         .service(get("/rooms/{room}/history", rooms::history))
         .service(get("/rooms/{room}/presence", rooms::presence))
         .service(get("/rooms/{room}/events", sse::room_events))
+        .service(post("/admin/disconnect", admin::disconnect))
+        .service(post("/admin/unsubscribe", admin::unsubscribe))
         .service(post("/users/batch", data::create_users))
         .service(
             web::resource("/users")

@@ -1,16 +1,38 @@
-//! Rooms over REST: publish, history, presence and the list of rooms. Every handler sends
+//! Rooms over REST: publish, history, presence and the list of rooms. Every handler checks
+//! what the caller may do in the room (its namespace; the API key may do everything), sends
 //! the `RoomBroker` a message and renders its reply.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use courier_actors::access::{Action, Denied, Identity};
 use courier_actors::protocol::{compact_data, validate_room, MemberView};
 use courier_actors::room_broker::{GetHistory, GetPresence, ListRooms, Publish, RoomSummary};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth;
+use crate::auth::room_grant_of;
 use crate::error::{AppError, ErrorBody};
+use crate::routes::access::grant;
 use crate::state::AppState;
+
+/// Checks that `who` may do `action` in `room`: 401 or 403 when not.
+fn allowed(state: &AppState, who: &Identity, room: &str, action: Action) -> Result<(), AppError> {
+    state
+        .config
+        .realtime
+        .session
+        .access
+        .check(who, room, action)
+        .map_err(denied)
+}
+
+/// A refusal as the client sees it.
+pub fn denied(d: Denied) -> AppError {
+    match d {
+        Denied::Unauthorized(m) => AppError::Unauthorized(m),
+        Denied::Forbidden(m) => AppError::Forbidden(m),
+    }
+}
 
 /// Events returned by one history request unless `limit` says otherwise.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -21,6 +43,13 @@ fn room_name(path: web::Path<String>) -> Result<String, AppError> {
     let room = path.into_inner();
     validate_room(&room).map_err(AppError::BadRequest)?;
     Ok(room)
+}
+
+/// Who a request for `room` is: the API key, a connection token, a subscription token for
+/// `room`, or a guest.
+fn room_identity(state: &AppState, req: &HttpRequest, room: &str) -> Result<Identity, AppError> {
+    let config = &state.config;
+    Ok(room_grant_of(&config.jwt_secret, &config.api_keys, req, room)?.identity)
 }
 
 fn broker_down(e: impl std::fmt::Display) -> AppError {
@@ -45,8 +74,9 @@ pub struct Published {
     seq: u64,
 }
 
-/// Publishes to a room (needs a token: `Authorization: Bearer` or `?token=`). WebSocket
-/// and SSE subscribers on every node receive it.
+/// Publishes to a room, as the room's namespace allows the caller (a user's token, or the
+/// server API key, which may publish anywhere). WebSocket and SSE subscribers on every node
+/// receive it.
 #[utoipa::path(
     post, path = "/rooms/{room}/messages", tag = "rooms",
     params(("room" = String, Path, description = "Room name")),
@@ -55,11 +85,12 @@ pub struct Published {
         (status = 201, description = "Published", body = Published),
         (status = 400, description = "Bad room name or body", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "The namespace does not allow the caller to publish", body = ErrorBody),
         (status = 413, description = "Message larger than WS_MAX_MESSAGE_BYTES", body = ErrorBody),
         (status = 422, description = "data nested deeper than JSON_MAX_DEPTH", body = ErrorBody),
         (status = 503, description = "Broker overloaded", body = ErrorBody)
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("api_key" = []))
 )]
 pub async fn publish(
     req: HttpRequest,
@@ -67,9 +98,13 @@ pub async fn publish(
     body: web::Json<PublishBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let claims =
-        auth::user_from_request(&state.config.jwt_secret, &req)?.ok_or(auth::AuthError::Missing)?;
     let room = room_name(path)?;
+    let who = room_identity(&state, &req, &room)?;
+    // A publish over REST is always someone's: a user, or the server API.
+    if who.user.is_none() && !who.superuser() {
+        return Err(crate::auth::AuthError::Missing.into());
+    }
+    allowed(&state, &who, &room, Action::Publish)?;
     let data = compact_data(body.into_inner().data, state.config.json_max_depth)
         .map_err(AppError::Unprocessable)?;
     let max = state.config.realtime.session.max_message_bytes;
@@ -84,7 +119,11 @@ pub async fn publish(
         .broker
         .send(Publish {
             room: room.clone(),
-            from: claims.sub.into(),
+            from: who
+                .user
+                .clone()
+                .unwrap_or_else(|| crate::auth::SERVER_USER.into()),
+            user: who.user.clone(),
             data,
             ack: None,
         })
@@ -112,9 +151,12 @@ pub struct HistoryQuery {
     responses(
         (status = 200, description = "`{\"room\": ..., \"events\": [event, ...]}`", body = Object),
         (status = 400, description = "Bad room name or query", body = ErrorBody),
+        (status = 401, description = "The namespace needs a token, or the token is invalid", body = ErrorBody),
+        (status = 403, description = "The caller may not read the room's history", body = ErrorBody),
         (status = 422, description = "limit out of range", body = ErrorBody),
         (status = 429, description = "The client read too much history lately (REPLAY_BYTES_PER_SEC)", body = ErrorBody)
-    )
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn history(
     req: HttpRequest,
@@ -123,6 +165,12 @@ pub async fn history(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let room = room_name(path)?;
+    allowed(
+        &state,
+        &room_identity(&state, &req, &room)?,
+        &room,
+        Action::History,
+    )?;
     let limit = q.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
         return Err(AppError::Unprocessable(format!(
@@ -182,14 +230,24 @@ pub struct Presence {
     params(("room" = String, Path, description = "Room name")),
     responses(
         (status = 200, description = "The room's members", body = Presence),
-        (status = 400, description = "Bad room name", body = ErrorBody)
-    )
+        (status = 400, description = "Bad room name", body = ErrorBody),
+        (status = 401, description = "The namespace needs a token, or the token is invalid", body = ErrorBody),
+        (status = 403, description = "The caller may not see the room's members", body = ErrorBody)
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn presence(
+    req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<web::Json<Presence>, AppError> {
     let room = room_name(path)?;
+    allowed(
+        &state,
+        &room_identity(&state, &req, &room)?,
+        &room,
+        Action::Presence,
+    )?;
     let members = state
         .realtime
         .broker
@@ -210,17 +268,26 @@ pub struct Rooms {
     rooms: Vec<RoomSummary>,
 }
 
-/// The rooms with member counts (this node's connections) and last sequence numbers.
+/// The rooms the caller may join, with member counts (this node's connections) and last
+/// sequence numbers.
 #[utoipa::path(
     get, path = "/rooms", tag = "rooms",
     responses((status = 200, description = "The rooms", body = Rooms))
 )]
-pub async fn list(state: web::Data<AppState>) -> Result<web::Json<Rooms>, AppError> {
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Rooms>, AppError> {
+    let who = grant(&state, &req)?.identity;
+    let access = &state.config.realtime.session.access;
     let rooms = state
         .realtime
         .broker
         .send(ListRooms)
         .await
-        .map_err(broker_down)?;
+        .map_err(broker_down)?
+        .into_iter()
+        .filter(|r| access.check(&who, &r.room, Action::Subscribe).is_ok())
+        .collect();
     Ok(web::Json(Rooms { rooms }))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use courier_actors::access::{unix_now, Action};
 use courier_actors::client_queue::{queue, SseBody};
 use courier_actors::protocol::validate_room;
 use courier_actors::room_broker::{Disconnect, EventFormat, Join, Subscriber};
@@ -17,11 +18,17 @@ use futures_util::stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::auth::room_grant_of;
 use crate::error::{AppError, ErrorBody};
+use crate::routes::rooms::denied;
 use crate::state::AppState;
 
 /// How long an EventSource waits before reconnecting (sent as `retry:`).
 pub const SSE_RETRY_MS: u64 = 3000;
+/// The last event of a room stream whose token expired; the client reconnects with a
+/// fresh token (and `Last-Event-ID`, so nothing is missed).
+pub const TOKEN_EXPIRED_EVENT: &str =
+    "event: error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired: reconnect with a fresh one\"}\n\n";
 /// Default number of `/sse` messages.
 pub const DEFAULT_SSE_COUNT: u32 = 10;
 /// Most `/sse` messages a client may ask for.
@@ -159,17 +166,27 @@ pub async fn sse_heartbeat(state: web::Data<AppState>) -> HttpResponse {
 pub struct RoomEventsQuery {
     /// Replay events after this sequence number (like `Last-Event-ID`, which wins).
     since: Option<u64>,
+    /// A connection token, or a subscription token for the room (EventSource cannot send
+    /// headers).
+    #[allow(dead_code)]
+    token: Option<String>,
 }
 
 /// A room as SSE: `id: <seq>`, `event: message`, `data: <event JSON>`; replays everything
-/// after `Last-Event-ID` (or `?since=`) first.
+/// after `Last-Event-ID` (or `?since=`) first. Following needs `subscribe` in the room's
+/// namespace (and a replay `history`); the token (`Authorization: Bearer` or `?token=`) may
+/// be a connection token or a subscription token for the room. The stream ends when the
+/// token expires, with a last `error` event whose code is `token_expired`.
 #[utoipa::path(
     get, path = "/rooms/{room}/events", tag = "rooms",
     params(("room" = String, Path, description = "Room name"), RoomEventsQuery),
     responses(
         (status = 200, description = "text/event-stream of the room's events", content_type = "text/event-stream"),
-        (status = 400, description = "Bad room name or Last-Event-ID", body = ErrorBody)
-    )
+        (status = 400, description = "Bad room name or Last-Event-ID", body = ErrorBody),
+        (status = 401, description = "The namespace needs a token, or the token is invalid", body = ErrorBody),
+        (status = 403, description = "The token does not allow following the room", body = ErrorBody)
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn room_events(
     req: HttpRequest,
@@ -190,6 +207,21 @@ pub async fn room_events(
         ),
         None => q.since,
     };
+    let grant = room_grant_of(
+        &state.config.jwt_secret,
+        &state.config.api_keys,
+        &req,
+        &room,
+    )?;
+    let access = &state.config.realtime.session.access;
+    let who = &grant.identity;
+    access
+        .check(who, &room, Action::Subscribe)
+        .map_err(denied)?;
+    if since.is_some() {
+        access.check(who, &room, Action::History).map_err(denied)?;
+    }
+    let presence = access.check(who, &room, Action::Presence).is_ok();
     let rt = &state.realtime;
     let (out, reader) = queue(rt.queue_limits);
     let _ = out.text(format!("retry: {SSE_RETRY_MS}\n\n"));
@@ -197,6 +229,8 @@ pub async fn room_events(
     let subscriber = Subscriber {
         id: member.clone(),
         name: "sse".into(),
+        user: who.user.clone(),
+        presence,
         out,
         format: EventFormat::Sse,
         visible: false,
@@ -213,7 +247,7 @@ pub async fn room_events(
     let broker = rt.broker.clone();
     let metrics = rt.metrics.clone();
     metrics.sse_connections.inc();
-    let body = SseBody::new(
+    let mut body = SseBody::new(
         reader,
         Some(state.config.realtime.sse_keepalive),
         move || {
@@ -221,5 +255,9 @@ pub async fn room_events(
             broker.do_send(Disconnect { member });
         },
     );
+    if let Some(expires_at) = grant.expires_at {
+        let left = Duration::from_secs(expires_at.saturating_sub(unix_now()));
+        body = body.ends_after(left, TOKEN_EXPIRED_EVENT);
+    }
     Ok(event_stream(body))
 }

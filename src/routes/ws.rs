@@ -3,7 +3,12 @@
 //!
 //! Each accepted socket gets a bounded outbound queue whose receiving end is the response
 //! body, and a `WsSession` actor fed by the decoded request body. A socket refused for
-//! authentication is upgraded and closed at once with 1008 and a reason.
+//! authentication is upgraded and closed at once with 1008 and a reason; an upgrade from
+//! an origin that is not allowed is refused with 403 before it is upgraded.
+//!
+//! Who a client is comes from its token (`?token=` or `Authorization: Bearer`) or the API
+//! key; without either it is a guest, shown as `guest-<name>`, never under a name a user
+//! could hold. A client with a token is shown under its token's user.
 
 use std::sync::Arc;
 
@@ -11,6 +16,7 @@ use actix::{Actor, AsyncContext};
 use actix_http::ws::{hash_key, verify_handshake, CloseCode};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use courier_actors::access::{Grant, Identity};
 use courier_actors::client_queue::{queue, OutFrame, WsBody};
 use courier_actors::ws_frames::WsFrames;
 use courier_actors::ws_session::{SessionKind, WsSession};
@@ -28,7 +34,8 @@ pub struct WsQuery {
     /// A JWT from `courier token` (also accepted as `Authorization: Bearer`).
     #[allow(dead_code)]
     token: Option<String>,
-    /// `/ws/json` only: the name of an anonymous client (1–64 characters).
+    /// The display name of a client without a token (1–64 characters); it is shown as
+    /// `guest-<name>`. Clients with a token are shown under their token's user.
     name: Option<String>,
 }
 
@@ -60,13 +67,67 @@ fn refuse(
     upgrade(req, WsBody::new(reader))
 }
 
+/// Refuses (403) an upgrade whose `Origin` is not allowed: `WS_ALLOWED_ORIGINS`, or by
+/// default the server's own origin and `CORS_ALLOWED_ORIGINS`. Requests without `Origin`
+/// (clients that are not browsers) are allowed.
+fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), AppError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let allowed = state
+        .config
+        .ws_origins
+        .as_ref()
+        .unwrap_or(&state.config.cors_origins);
+    if allowed.allows(origin, host) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "WebSocket connections from the origin {origin:?} are not allowed (WS_ALLOWED_ORIGINS)"
+        )))
+    }
+}
+
+/// The name a guest is shown under: `guest-<name>` for a `?name=`, else `guest-<hex>`; a
+/// guest can never be shown under a name a user could hold.
+fn guest_name(state: &AppState, name: Option<&str>) -> Result<Arc<str>, AppError> {
+    match name {
+        Some(name) => {
+            let name = name.strip_prefix(auth::GUEST_PREFIX).unwrap_or(name);
+            auth::validate_display_name(name).map_err(|_| {
+                AppError::BadRequest(format!(
+                    "name must be 1-{} printable characters",
+                    auth::MAX_USER_NAME_LEN
+                ))
+            })?;
+            Ok(format!("{}{name}", auth::GUEST_PREFIX).into())
+        }
+        None => Ok(format!("{}{:04x}", auth::GUEST_PREFIX, state.realtime.next_number()).into()),
+    }
+}
+
+/// The name a client with `grant` is shown under: its user, `server` for the API key, or a
+/// guest name.
+fn display_name(state: &AppState, grant: &Grant, name: Option<&str>) -> Result<Arc<str>, AppError> {
+    match &grant.identity.user {
+        Some(user) => Ok(user.clone()),
+        None if grant.identity.api_key => Ok(auth::SERVER_USER.into()),
+        None => guest_name(state, name),
+    }
+}
+
 /// Accepts the socket and starts its session.
 fn accept(
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
     name: Arc<str>,
-    authenticated: bool,
+    grant: Grant,
     kind: SessionKind,
 ) -> Result<HttpResponse, AppError> {
     let rt = &state.realtime;
@@ -75,7 +136,7 @@ fn accept(
     let session = WsSession::new(
         rt.next_member_id(),
         name,
-        authenticated,
+        grant,
         kind,
         out,
         rt.broker.clone(),
@@ -98,7 +159,8 @@ fn accept(
     get, path = "/ws", tag = "realtime",
     responses(
         (status = 101, description = "WebSocket: each text frame comes back as `Echo: <text>`"),
-        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody)
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 403, description = "The `Origin` is not allowed (WS_ALLOWED_ORIGINS)", body = ErrorBody)
     )
 )]
 pub async fn ws_echo(
@@ -106,12 +168,17 @@ pub async fn ws_echo(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    check_origin(&req, &state)?;
+    let grant = Grant {
+        identity: Identity::guest(),
+        expires_at: None,
+    };
     accept(
         &req,
         body,
         &state,
         "anonymous".into(),
-        false,
+        grant,
         SessionKind::Echo,
     )
 }
@@ -121,29 +188,30 @@ pub async fn ws_echo(
     get, path = "/ws/authenticated", tag = "realtime", params(WsQuery),
     responses(
         (status = 101, description = "WebSocket; a missing or bad token is closed with 1008 and a reason"),
-        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody)
-    )
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 403, description = "The `Origin` is not allowed (WS_ALLOWED_ORIGINS)", body = ErrorBody)
+    ),
+    security(("bearer" = []))
 )]
 pub async fn ws_authenticated(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    match auth::user_from_request(&state.config.jwt_secret, &req) {
-        Ok(Some(claims)) => accept(
-            &req,
-            body,
-            &state,
-            claims.sub.into(),
-            true,
-            SessionKind::Authenticated,
-        ),
-        Ok(None) => refuse(
+    check_origin(&req, &state)?;
+    let Some(token) = auth::token_from_request(&req) else {
+        return refuse(
             &req,
             &state,
             CloseCode::Policy,
             &AuthError::Missing.to_string(),
-        ),
+        );
+    };
+    match auth::connection_grant(&state.config.jwt_secret, &token) {
+        Ok(grant) => {
+            let name = display_name(&state, &grant, None)?;
+            accept(&req, body, &state, name, grant, SessionKind::Authenticated)
+        }
         Err(e) => refuse(&req, &state, CloseCode::Policy, &truncate(&e.to_string())),
     }
 }
@@ -164,8 +232,10 @@ fn truncate(reason: &str) -> String {
     params(("client_id" = String, Path, description = "The client's name in the chat, 1-64 characters")),
     responses(
         (status = 101, description = "WebSocket in the shared chat room"),
-        (status = 400, description = "Not a WebSocket upgrade, or a bad client id", body = ErrorBody)
-    )
+        (status = 400, description = "Not a WebSocket upgrade, or a bad client id", body = ErrorBody),
+        (status = 403, description = "The `Origin` is not allowed (WS_ALLOWED_ORIGINS)", body = ErrorBody)
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn ws_chat(
     req: HttpRequest,
@@ -173,17 +243,17 @@ pub async fn ws_chat(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    check_origin(&req, &state)?;
     let client_id = path.into_inner();
-    auth::validate_name(&client_id)
+    auth::validate_display_name(&client_id)
         .map_err(|_| AppError::BadRequest("client_id must be 1-64 printable characters".into()))?;
-    accept(
-        &req,
-        body,
-        &state,
-        client_id.into(),
-        false,
-        SessionKind::Chat,
-    )
+    match auth::grant_of(&state.config.jwt_secret, &state.config.api_keys, &req) {
+        Ok(grant) => {
+            let name = display_name(&state, &grant, Some(&client_id))?;
+            accept(&req, body, &state, name, grant, SessionKind::Chat)
+        }
+        Err(e) => refuse(&req, &state, CloseCode::Policy, &truncate(&e.to_string())),
+    }
 }
 
 /// The JSON protocol: `ping`, `message`, and rooms (`join`, `leave`, `publish`, `presence`,
@@ -192,8 +262,10 @@ pub async fn ws_chat(
     get, path = "/ws/json", tag = "realtime", params(WsQuery),
     responses(
         (status = 101, description = "WebSocket speaking the JSON room protocol; a bad token is closed with 1008"),
-        (status = 400, description = "Not a WebSocket upgrade, or a bad name", body = ErrorBody)
-    )
+        (status = 400, description = "Not a WebSocket upgrade, or a bad name", body = ErrorBody),
+        (status = 403, description = "The `Origin` is not allowed (WS_ALLOWED_ORIGINS)", body = ErrorBody)
+    ),
+    security((), ("bearer" = []), ("api_key" = []))
 )]
 pub async fn ws_json(
     req: HttpRequest,
@@ -201,26 +273,11 @@ pub async fn ws_json(
     query: web::Query<WsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    match auth::user_from_request(&state.config.jwt_secret, &req) {
-        Ok(Some(claims)) => accept(
-            &req,
-            body,
-            &state,
-            claims.sub.into(),
-            true,
-            SessionKind::Json,
-        ),
-        Ok(None) => {
-            let name = match &query.name {
-                Some(name) => {
-                    auth::validate_name(name).map_err(|_| {
-                        AppError::BadRequest("name must be 1-64 printable characters".into())
-                    })?;
-                    name.clone()
-                }
-                None => format!("guest-{}", state.realtime.next_number()),
-            };
-            accept(&req, body, &state, name.into(), false, SessionKind::Json)
+    check_origin(&req, &state)?;
+    match auth::grant_of(&state.config.jwt_secret, &state.config.api_keys, &req) {
+        Ok(grant) => {
+            let name = display_name(&state, &grant, query.name.as_deref())?;
+            accept(&req, body, &state, name, grant, SessionKind::Json)
         }
         Err(e) => refuse(&req, &state, CloseCode::Policy, &truncate(&e.to_string())),
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use courier_actors::blocking::BlockingPool;
@@ -227,6 +228,8 @@ impl Application {
                 .app_data(query)
                 .app_data(path)
                 .app_data(payload)
+                .wrap(from_fn(routes::access::protect))
+                .wrap(cors(&config))
                 .wrap(BodyDeadline::new(config.body))
                 .wrap(Telemetry::new(metrics.clone(), config.debug))
                 .configure(|cfg| routes::configure(cfg, documents_max))
@@ -320,6 +323,42 @@ impl Application {
         log::info!("shutdown: complete");
         result
     }
+}
+
+/// How long a browser may keep a preflight's answer.
+pub const CORS_MAX_AGE_SECS: usize = 3600;
+
+/// CORS for REST and SSE: preflights answered, and the headers added to every response,
+/// for the server's own origin and `CORS_ALLOWED_ORIGINS`; a request from another origin
+/// is refused. Requests without an `Origin` (not from a browser) pass untouched.
+fn cors(config: &Config) -> actix_cors::Cors {
+    let origins = config.cors_origins.clone();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, head| {
+            let host = head
+                .headers()
+                .get(actix_web::http::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            origin
+                .to_str()
+                .is_ok_and(|origin| origins.allows(origin, host))
+        })
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::ACCEPT,
+            actix_web::http::header::HeaderName::from_static("x-api-key"),
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            actix_web::http::header::HeaderName::from_static("idempotency-key"),
+            actix_web::http::header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            actix_web::http::header::LOCATION,
+            actix_web::http::header::RETRY_AFTER,
+        ])
+        .max_age(CORS_MAX_AGE_SECS)
 }
 
 /// `http://<addr><path>` for this server, using loopback when bound to every interface.

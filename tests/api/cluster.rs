@@ -86,7 +86,7 @@ async fn two_nodes_share_a_room_in_seq_order() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["ann", "ben"]);
+    assert_eq!(names, ["guest-ann", "guest-ben"]);
     let (_, _, h) = b.get_json("/rooms/shared/history?since=40").await;
     let seqs: Vec<u64> = h["events"]
         .as_array()
@@ -100,7 +100,7 @@ async fn two_nodes_share_a_room_in_seq_order() {
     let _carl = join(&b, "carl", "shared").await;
     assert_eq!(
         on_a.json_of("member_joined").await["member"]["name"],
-        "carl"
+        "guest-carl"
     );
 
     // A late joiner on a fresh node replays from Redis.

@@ -3,6 +3,7 @@
 //! binary in a process of its own). [`helpers`] holds what they share.
 
 mod abuse;
+mod access;
 mod architecture;
 mod background_jobs;
 mod cluster;

@@ -74,15 +74,15 @@ async fn ws_authenticated_welcomes_a_valid_token_and_closes_others_with_1008() {
 async fn ws_chat_announces_joins_messages_and_leaves() {
     let app = spawn_app().await;
     let mut a = WsClient::connect(&app, "/ws/chat/7").await;
-    assert_eq!(a.text().await, "Client 7 joined the chat");
+    assert_eq!(a.text().await, "Client guest-7 joined the chat");
     let mut b = WsClient::connect(&app, "/ws/chat/8").await;
-    assert_eq!(b.text().await, "Client 8 joined the chat");
-    assert_eq!(a.text().await, "Client 8 joined the chat");
+    assert_eq!(b.text().await, "Client guest-8 joined the chat");
+    assert_eq!(a.text().await, "Client guest-8 joined the chat");
     b.send("hello everyone").await;
-    assert_eq!(a.text().await, "Client 8: hello everyone");
-    assert_eq!(b.text().await, "Client 8: hello everyone");
+    assert_eq!(a.text().await, "Client guest-8: hello everyone");
+    assert_eq!(b.text().await, "Client guest-8: hello everyone");
     drop(b);
-    assert_eq!(a.text().await, "Client 8 left the chat");
+    assert_eq!(a.text().await, "Client guest-8 left the chat");
 }
 
 #[actix_rt::test]
@@ -105,7 +105,8 @@ async fn rooms_join_publish_ack_presence_typing_and_leave() {
     let mut alice = joined(&app, "alice", "lobby").await;
     let mut bob = joined(&app, "bob", "lobby").await;
     let announced = alice.json_of("member_joined").await;
-    assert_eq!(announced["member"]["name"], "bob");
+    assert_eq!(announced["member"]["name"], "guest-bob");
+    assert_eq!(announced["member"]["user"], Value::Null);
 
     alice
         .send_json(json!({"type": "publish", "room": "lobby", "data": {"text": "hi"}, "id": "m1"}))
@@ -129,7 +130,9 @@ async fn rooms_join_publish_ack_presence_typing_and_leave() {
     let ev = bob.json_of("event").await;
     assert_eq!(ev["room"], "lobby");
     assert_eq!(ev["seq"], 1);
-    assert_eq!(ev["from"], "alice");
+    // A guest is shown as one, and carries no user.
+    assert_eq!(ev["from"], "guest-alice");
+    assert_eq!(ev["user"], Value::Null);
     assert_eq!(ev["data"], json!({"text": "hi"}));
     assert!(chrono::DateTime::parse_from_rfc3339(ev["ts"].as_str().unwrap()).is_ok());
 
@@ -143,7 +146,7 @@ async fn rooms_join_publish_ack_presence_typing_and_leave() {
         .map(|m| m["name"].as_str().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(names, ["guest-alice", "guest-bob"]);
 
     // Typing is relayed once per interval, however often it is sent.
     for _ in 0..3 {
@@ -163,7 +166,7 @@ async fn rooms_join_publish_ack_presence_typing_and_leave() {
         let v = alice.json().await;
         match v["type"].as_str().unwrap() {
             "typing" => {
-                assert_eq!(v["from"], "bob");
+                assert_eq!(v["from"], "guest-bob");
                 typing += 1;
             }
             "presence" => break,
@@ -176,7 +179,7 @@ async fn rooms_join_publish_ack_presence_typing_and_leave() {
         .await;
     assert_eq!(bob.json_of("left").await["room"], "lobby");
     let left = alice.json_of("member_left").await;
-    assert_eq!(left["member"]["name"], "bob");
+    assert_eq!(left["member"]["name"], "guest-bob");
     bob.send_json(json!({"type": "typing", "room": "lobby"}))
         .await;
     assert_eq!(bob.json_of("error").await["code"], "not_joined");
@@ -426,7 +429,7 @@ async fn anonymous_publishing_can_be_refused() {
         user.json().await,
         json!({"type": "ack", "id": "x", "seq": 1})
     );
-    let mut bad = WsClient::connect(&app, "/ws/json?token=garbage").await;
+    let mut bad = WsClient::connect_raw(&app, "/ws/json?token=garbage").await;
     assert_eq!(bad.close_frame().await.0, Some(1008));
 }
 
@@ -468,7 +471,7 @@ async fn a_silent_client_is_dropped_and_leaves_its_rooms() {
     let (left, (code, reason)) = futures_util::future::join(watch, silent.close_frame()).await;
     assert_eq!(code, Some(1001));
     assert!(reason.contains("heartbeat"), "{reason}");
-    assert_eq!(left["member"]["name"], "silent");
+    assert_eq!(left["member"]["name"], "guest-silent");
     let (_, _, p) = app.get_json("/rooms/quiet/presence").await;
     assert_eq!(p["members"].as_array().unwrap().len(), 1);
 }
@@ -536,7 +539,7 @@ async fn a_client_that_stops_reading_is_dropped_and_others_keep_receiving() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fast"]);
+    assert_eq!(names, ["guest-fast"]);
     drop(slow);
 }
 
@@ -581,7 +584,7 @@ async fn sse_updates_report_room_activity() {
     let v: Value = serde_json::from_str(&ev.data).unwrap();
     assert_eq!(v["kind"], "member_joined");
     assert_eq!(v["room"], "dash");
-    assert_eq!(v["name"], "ivy");
+    assert_eq!(v["name"], "guest-ivy");
     publish_rest(&app, "dash", json!(1), "ivy").await;
     publish_rest(&app, "dash", json!(2), "ivy").await;
     let v: Value = serde_json::from_str(&sse.next_event().await.unwrap().data).unwrap();

@@ -48,6 +48,8 @@ pub const NODE_TTL_SECS: u64 = 30;
 pub const SUBSCRIPTION_SILENCE_LIMIT: Duration = Duration::from_secs(35);
 /// The channel suffix of the bus heartbeat (not a valid room name, so never a room).
 const HEARTBEAT_ROOM: &str = "#heartbeat";
+/// The channel suffix of server-API commands every node applies (not a valid room name).
+const COMMAND_ROOM: &str = "#command";
 
 const PUBLISH_SCRIPT: &str = r#"
 local seq = redis.call('INCR', KEYS[1])
@@ -85,6 +87,26 @@ pub enum BusEvent {
         /// The node it left from.
         node: String,
     },
+    /// The server API disconnected or unsubscribed clients on some node; every other node
+    /// does the same with its own connections.
+    Command(ServerCommand),
+}
+
+/// A server-API command for every node: disconnect (no `room`) or unsubscribe from `room`
+/// every connection of `user`, or the connection `client`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCommand {
+    /// The room to take them out of; `None`: disconnect them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Every connection of this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// This connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The node that received the request (it has applied it already).
+    pub node: String,
 }
 
 /// An event or presence change that arrived on the bus (or a publish Redis numbered),
@@ -120,6 +142,8 @@ struct Wire<'a> {
     k: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     #[serde(borrow, skip_serializing_if = "Option::is_none")]
     data: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +152,8 @@ struct Wire<'a> {
     member: Option<MemberView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cmd: Option<ServerCommand>,
 }
 
 struct Inner {
@@ -164,6 +190,7 @@ fn parse_wire(room: String, payload: &[u8]) -> Option<BusEvent> {
             room,
             seq: wire.seq?,
             from: wire.from?.into(),
+            user: wire.user.map(Into::into),
             data: wire.data?.to_owned(),
             ts: wire.ts?.to_owned(),
         })),
@@ -177,6 +204,7 @@ fn parse_wire(room: String, payload: &[u8]) -> Option<BusEvent> {
             member: wire.member?,
             node: wire.node?.to_owned(),
         }),
+        "c" if room == COMMAND_ROOM => Some(BusEvent::Command(wire.cmd?)),
         _ => None,
     }
 }
@@ -326,22 +354,29 @@ impl RedisBus {
     /// events were numbered locally while Redis was away.
     pub fn publish(
         &self,
-        room: String,
-        from: Arc<str>,
-        data: Box<RawValue>,
-        ts: String,
+        event: RoomEvent,
         floor: u64,
     ) -> impl std::future::Future<Output = Result<u64, String>> + 'static {
         let bus = self.clone();
         async move {
+            let RoomEvent {
+                room,
+                from,
+                user,
+                data,
+                ts,
+                ..
+            } = event;
             let body = serde_json::to_string(&Wire {
                 seq: None,
                 k: "e",
                 from: Some(&from),
+                user: user.as_deref(),
                 data: Some(&data),
                 ts: Some(&ts),
                 member: None,
                 node: None,
+                cmd: None,
             })
             .map_err(|e| e.to_string())?;
             // The script prepends `{"seq":N,`.
@@ -357,6 +392,48 @@ impl RedisBus {
                     .arg(bus.inner.history_cap)
                     .arg(rest)
                     .invoke_async::<u64>(&mut *c)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        }
+    }
+
+    /// Tells every other node to apply a server-API command `room`/`user`/`client` (this
+    /// node has applied it). Best effort: a node that is cut off from Redis misses it.
+    pub fn command(
+        &self,
+        room: Option<String>,
+        user: Option<String>,
+        client: Option<String>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + 'static {
+        let bus = self.clone();
+        async move {
+            let cmd = ServerCommand {
+                room,
+                user,
+                client,
+                node: bus.inner.node.clone(),
+            };
+            let body = serde_json::to_string(&Wire {
+                seq: None,
+                k: "c",
+                from: None,
+                user: None,
+                data: None,
+                ts: None,
+                member: None,
+                node: None,
+                cmd: Some(cmd),
+            })
+            .map_err(|e| e.to_string())?;
+            let channel = bus.channel(COMMAND_ROOM);
+            bus.timed(async {
+                let mut c = bus.conn().await?;
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(body)
+                    .query_async::<()>(&mut *c)
                     .await
                     .map_err(|e| e.to_string())
             })

@@ -50,6 +50,8 @@ impl PendingPresence {
 struct PresenceEntry {
     id: String,
     name: String,
+    #[serde(default)]
+    user: Option<String>,
     node: String,
 }
 
@@ -91,15 +93,18 @@ impl RedisBus {
             seq: None,
             k: if joined { "j" } else { "l" },
             from: None,
+            user: None,
             data: None,
             ts: None,
             member: Some(member.clone()),
             node: Some(&self.inner.node),
+            cmd: None,
         })
         .expect("wire serialises");
         let entry = serde_json::to_string(&PresenceEntry {
             id: member.id.clone(),
             name: member.name.clone(),
+            user: member.user.clone(),
             node: self.inner.node.clone(),
         })
         .expect("entry serialises");
@@ -166,6 +171,7 @@ impl RedisBus {
                     members.push(MemberView {
                         id: e.id,
                         name: e.name,
+                        user: e.user,
                     });
                 } else {
                     // A node that died without cleaning up: forget its members.
@@ -189,6 +195,7 @@ mod tests {
             member: MemberView {
                 id: id.into(),
                 name: id.into(),
+                user: None,
             },
             joined,
         }

@@ -1,5 +1,6 @@
-//! The broker's side of the cross-node bus ([`crate::redis_bus`]): events and presence
-//! changes other nodes published, and the catch-up after the bus reconnects.
+//! The broker's side of the cross-node bus ([`crate::redis_bus`]): events, presence
+//! changes and server-API commands other nodes published, and the catch-up after the bus
+//! reconnects.
 //!
 //! While the catch-up is read from the Redis history, live events from the bus are held
 //! back (`held`), so the older events are applied first and nothing is taken for a
@@ -26,6 +27,14 @@ impl Handler<FromBus> for RoomBroker {
             }
             BusEvent::MemberLeft { room, member, node } => {
                 self.relay_presence(&room, &member, &node, false)
+            }
+            BusEvent::Command(cmd) => {
+                if self.bus.as_ref().is_some_and(|b| !b.is_own(&cmd.node)) {
+                    match &cmd.room {
+                        Some(room) => self.unsubscribe_here(room, &cmd.user, &cmd.client),
+                        None => self.disconnect_here(&cmd.user, &cmd.client),
+                    };
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 //! - [`Publish`]: a message for a room; answered with its sequence number;
 //! - [`Typing`]: a member is typing (relayed, debounced);
 //! - [`GetPresence`], [`GetHistory`], [`ListRooms`]: read the rooms' state;
+//! - [`DisconnectClients`], [`Unsubscribe`]: the server API forces clients out;
 //! - [`CloseAll`]: the server is stopping.
 //!
 //! The broker tells a session what it decided about it with a [`SessionNotice`]: evicted
@@ -44,6 +45,10 @@ pub struct Subscriber {
     pub id: MemberId,
     /// The name others see.
     pub name: Arc<str>,
+    /// The token's user; `None` for a guest.
+    pub user: Option<Arc<str>>,
+    /// Whether it is told of joins, leaves and typing (it may see presence).
+    pub presence: bool,
     /// The connection's queue.
     pub out: ClientQueue,
     /// How events are written for it.
@@ -64,6 +69,8 @@ pub struct Subscriber {
 pub struct Connect {
     /// The connection's id.
     pub member: MemberId,
+    /// The token's user; `None` for a guest.
+    pub user: Option<Arc<str>>,
     /// Its queue.
     pub out: ClientQueue,
     /// Its session.
@@ -113,7 +120,9 @@ pub struct Publish {
     pub room: String,
     /// The publisher's name.
     pub from: Arc<str>,
-    /// The JSON value to publish.
+    /// The publisher's user; `None` for a guest or the server API.
+    pub user: Option<Arc<str>>,
+    /// The JSON value to publish (compact, already checked).
     pub data: Box<RawValue>,
     /// Where to send `ack {id, seq}` (or an `error` frame), for WebSocket publishers.
     pub ack: Option<(String, ClientQueue)>,
@@ -172,6 +181,30 @@ pub struct RoomSummary {
     pub last_seq: u64,
 }
 
+/// Disconnect the connections of a user, or one connection (the server API). Answers how
+/// many were disconnected.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct DisconnectClients {
+    /// Every connection of this user.
+    pub user: Option<String>,
+    /// This connection.
+    pub client: Option<String>,
+}
+
+/// Take a user's connections, or one connection, out of a room (the server API). Answers
+/// how many left.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct Unsubscribe {
+    /// The room.
+    pub room: String,
+    /// Every connection of this user.
+    pub user: Option<String>,
+    /// This connection.
+    pub client: Option<String>,
+}
+
 /// Close every connection (WebSocket close 1001, SSE streams ended): the server is
 /// stopping. Answers how many WebSocket connections were told.
 #[derive(Message, Debug)]
@@ -192,6 +225,13 @@ pub enum SessionNotice {
         /// The room.
         room: String,
     },
+    /// The server API took the connection out of a room (it was told `left`).
+    Unsubscribed {
+        /// The room.
+        room: String,
+    },
+    /// The server API disconnected the client (a close frame is queued).
+    Disconnected,
 }
 
 /// Why a publish (or a join) was refused.

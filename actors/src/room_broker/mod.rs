@@ -17,13 +17,15 @@
 //!
 //! The parts: [`messages`] (what the broker is told and answers), [`room`] (a room and its
 //! events), [`replay`] (joining with `since`), [`queries`] (presence, history, the room
-//! list), [`bus`] (events from other nodes).
+//! list), [`bus`] (events from other nodes), [`server_api`] (disconnecting and unsubscribing
+//! clients for the server API).
 
 mod bus;
 pub mod messages;
 mod queries;
 pub mod replay;
 mod room;
+mod server_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +37,9 @@ use bytestring::ByteString;
 
 pub use messages::*;
 use room::{MemberEntry, Room, StoredEvent};
+pub use server_api::DISCONNECTED_CLOSE_CODE;
 
+use crate::access::AccessPolicy;
 use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::clock::rfc3339_now;
 use crate::mailbox::Mailbox;
@@ -49,7 +53,8 @@ use crate::sse_feed::{Activity, FeedHandle};
 pub type BrokerHandle = Mailbox<RoomBroker>;
 
 crate::counted_handlers!(RoomBroker: Connect, Disconnect, Join, Leave, Publish, Typing,
-    GetPresence, GetHistory, ListRooms, CloseAll, FromBus, BusStatus);
+    GetPresence, GetHistory, ListRooms, CloseAll, FromBus, BusStatus, DisconnectClients,
+    Unsubscribe);
 
 /// Tuning of the broker; every value comes from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +83,8 @@ pub struct BrokerConfig {
     /// (each would go to every member: quadratic work as a big room fills); clients ask
     /// for `presence` instead (`PRESENCE_EVENTS_MAX_MEMBERS`).
     pub presence_events_max_members: usize,
+    /// The namespaces: a room's history size and whether it announces presence.
+    pub access: Arc<AccessPolicy>,
 }
 
 /// How often idle rooms are swept.
@@ -148,7 +155,13 @@ impl RoomBroker {
             if self.rooms.len() >= self.config.max_rooms && !self.forget_quietest_room() {
                 return Err(BrokerError::TooManyRooms(self.config.max_rooms));
             }
-            let room = Room::new(name);
+            let ns = self.config.access.namespace(name);
+            let room = Room::new(
+                name,
+                ns.and_then(|ns| ns.history_size)
+                    .unwrap_or(self.config.history_limit),
+                ns.is_none_or(|ns| ns.presence_events),
+            );
             self.rooms.insert(room.name.clone(), room);
             self.metrics.rooms.set(self.rooms.len() as i64);
         }
@@ -205,17 +218,22 @@ impl RoomBroker {
 
     /// Whether membership changes in `room` are announced to its members.
     fn announces_presence(&self, room: &str) -> bool {
-        self.rooms
-            .get(room)
-            .is_none_or(|r| r.visible_count() <= self.config.presence_events_max_members)
+        self.rooms.get(room).is_none_or(|r| {
+            r.presence_events && r.visible_count() <= self.config.presence_events_max_members
+        })
     }
 
-    /// Queues `text` to every visible JSON member of `room` except `except`.
+    /// Queues `text` (a presence change or `typing`) to every visible JSON member of `room`
+    /// that may see presence, except `except`.
     fn tell_members(&mut self, room: &str, text: &ByteString, except: Option<&MemberId>) {
         let mut slow = Vec::new();
         if let Some(r) = self.rooms.get(room) {
             for sub in r.subs.values() {
-                if sub.format != EventFormat::Json || !sub.visible || Some(&sub.id) == except {
+                if sub.format != EventFormat::Json
+                    || !sub.visible
+                    || !sub.presence
+                    || Some(&sub.id) == except
+                {
                     continue;
                 }
                 if let Err(e) = sub.out.try_send(OutFrame::Text(text.clone())) {
@@ -229,10 +247,11 @@ impl RoomBroker {
     /// Stores a numbered event and fans it out to local subscribers.
     fn apply_event(&mut self, event: &RoomEvent) {
         let (room, seq) = (event.room.as_str(), event.seq);
-        let (limit, max_bytes) = (self.config.history_limit, self.config.history_max_bytes);
+        let max_bytes = self.config.history_max_bytes;
         let Ok(r) = self.room_mut(room) else {
             return;
         };
+        let limit = r.history_limit;
         if seq <= r.seq && r.history.back().is_some_and(|e| e.seq >= seq) {
             return; // already applied (a duplicate from the bus)
         }
@@ -383,6 +402,7 @@ impl Handler<Connect> for RoomBroker {
             rooms: Vec::new(),
             out: msg.out,
             session: Some(msg.session),
+            user: msg.user,
         });
     }
 }
@@ -417,6 +437,7 @@ impl Handler<Publish> for RoomBroker {
         let Publish {
             room,
             from,
+            user,
             data,
             ack,
         } = msg;
@@ -440,6 +461,7 @@ impl Handler<Publish> for RoomBroker {
             room,
             seq: last_seq + 1,
             from,
+            user,
             data,
             ts: rfc3339_now(),
         };
@@ -447,13 +469,7 @@ impl Handler<Publish> for RoomBroker {
         if let Some(bus) = self.connected_bus() {
             // Redis numbers the event and broadcasts it to every node, this one included;
             // delivery happens when it comes back on the subscription, in seq order.
-            let fut = bus.publish(
-                event.room.clone(),
-                event.from.clone(),
-                event.data.clone(),
-                event.ts.clone(),
-                last_seq,
-            );
+            let fut = bus.publish(event.clone(), last_seq);
             return Box::pin(
                 fut.into_actor(self)
                     .map(move |result, this, _| match result {

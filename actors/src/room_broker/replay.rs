@@ -203,6 +203,7 @@ impl RoomBroker {
                 rooms: Vec::new(),
                 out: sub.out.clone(),
                 session: sub.session.clone(),
+                user: sub.user.clone(),
             });
         entry.rooms.push(room_name);
         if sub.visible {

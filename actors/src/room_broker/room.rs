@@ -37,6 +37,7 @@ impl StoredEvent {
             room: &event.room,
             seq: event.seq,
             from: &event.from,
+            user: event.user.as_deref(),
             data: &event.data,
             ts: &event.ts,
         };
@@ -102,11 +103,17 @@ pub(super) struct Room {
     pub(super) typing: HashMap<MemberId, Instant>,
     /// The last join, leave or event.
     pub(super) last_active: Instant,
+    /// Events kept (`ROOM_HISTORY_SIZE`, or the namespace's `history_size`).
+    pub(super) history_limit: usize,
+    /// Whether joins and leaves are announced (the namespace's `presence_events`).
+    pub(super) presence_events: bool,
 }
 
 impl Room {
-    pub(super) fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str, history_limit: usize, presence_events: bool) -> Self {
         Self {
+            history_limit,
+            presence_events,
             name: name.into(),
             seq: 0,
             history: VecDeque::new(),
@@ -190,6 +197,7 @@ impl Subscriber {
         MemberView {
             id: self.id.to_string(),
             name: self.name.to_string(),
+            user: self.user.as_deref().map(str::to_owned),
         }
     }
 }
@@ -199,6 +207,8 @@ pub(super) struct MemberEntry {
     pub(super) rooms: Vec<Arc<str>>,
     pub(super) out: ClientQueue,
     pub(super) session: Option<Recipient<SessionNotice>>,
+    /// The token's user; `None` for a guest.
+    pub(super) user: Option<Arc<str>>,
 }
 
 #[cfg(test)]
@@ -212,6 +222,7 @@ mod tests {
             room: "lobby".into(),
             seq,
             from: "alice".into(),
+            user: Some("alice".into()),
             data: RawValue::from_string(data.to_owned()).unwrap(),
             ts: "2026-12-01T00:00:00.000Z".into(),
         })
@@ -222,7 +233,7 @@ mod tests {
         let ev = event(7, r#""hello""#);
         assert_eq!(
             &*ev.render(EventFormat::Json),
-            r#"{"type":"event","room":"lobby","seq":7,"from":"alice","data":"hello","ts":"2026-12-01T00:00:00.000Z"}"#
+            r#"{"type":"event","room":"lobby","seq":7,"from":"alice","user":"alice","data":"hello","ts":"2026-12-01T00:00:00.000Z"}"#
         );
         assert_eq!(&*ev.render(EventFormat::Text), "hello");
         let sse = ev.render(EventFormat::Sse);
@@ -234,7 +245,7 @@ mod tests {
 
     #[test]
     fn history_keeps_the_newest_events() {
-        let mut room = Room::new("lobby");
+        let mut room = Room::new("lobby", 1000, true);
         for seq in 1..=5 {
             room.remember(event(seq, "1"), 3, usize::MAX);
         }
@@ -244,7 +255,7 @@ mod tests {
 
     #[test]
     fn history_is_bounded_in_bytes() {
-        let mut room = Room::new("lobby");
+        let mut room = Room::new("lobby", 1000, true);
         let one = event(1, "1").size();
         let mut total = 0isize;
         for seq in 1..=9 {

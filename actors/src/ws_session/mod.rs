@@ -21,16 +21,19 @@ use actix::prelude::*;
 use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
+use crate::access::{AccessPolicy, Action, Grant, Identity, TokenVerifier};
 use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::metrics::RealtimeMetrics;
-use crate::protocol::{parse_client, ClientMsg, ServerMsg};
+use crate::protocol::ServerMsg;
+use crate::rate_limit::{RateLimiter, SharedBucket, Verdict};
 use crate::room_broker::{
-    BrokerHandle, Connect, Disconnect, EventFormat, GetPresence, Join, Leave, MemberId, Publish,
-    SessionNotice, Subscriber, Typing,
+    BrokerHandle, Connect, Disconnect, EventFormat, Join, Leave, MemberId, Publish, SessionNotice,
+    Subscriber,
 };
 
-use crate::protocol::compact_data;
-use crate::rate_limit::{RateLimiter, SharedBucket, Verdict};
+mod json;
+
+pub use json::TOKEN_EXPIRED_CLOSE_CODE;
 
 /// The room `/ws/chat/{client_id}` talks in.
 pub const CHAT_ROOM: &str = "chat";
@@ -64,6 +67,13 @@ pub struct SessionConfig {
     pub replay_bytes_per_sec: u32,
     /// History replayed to one connection at once, in bytes (`REPLAY_BYTES_BURST`).
     pub replay_bytes_burst: u32,
+    /// Who may do what in which room (the namespaces).
+    pub access: Arc<AccessPolicy>,
+    /// Checks `refresh` and subscription tokens.
+    pub tokens: Arc<dyn TokenVerifier>,
+    /// After its token expires, a connection has this long to `refresh` it before it is
+    /// closed (`TOKEN_REFRESH_GRACE_MS`).
+    pub token_grace: Duration,
 }
 
 /// Which endpoint the connection came in on.
@@ -94,7 +104,12 @@ pub struct WsSession {
     broker: BrokerHandle,
     config: Arc<SessionConfig>,
     metrics: RealtimeMetrics,
-    authenticated: bool,
+    /// Who the client is (its token's user and capabilities, or a guest).
+    identity: Identity,
+    /// When the connection's token expires (seconds since the Unix epoch).
+    expires_at: Option<u64>,
+    /// The timer that ends the connection when its expired token is not refreshed.
+    expiry: Option<SpawnHandle>,
     last_seen: Instant,
     rooms: HashSet<String>,
     /// Messages per second.
@@ -108,12 +123,13 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// A session for connection `id`, user `name`, on endpoint `kind`.
+    /// A session for connection `id`, named `name`, on endpoint `kind`, for the client the
+    /// token `grant` (a guest's has no user) says it is.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: MemberId,
         name: Arc<str>,
-        authenticated: bool,
+        grant: Grant,
         kind: SessionKind,
         out: ClientQueue,
         broker: BrokerHandle,
@@ -135,7 +151,9 @@ impl WsSession {
             broker,
             config,
             metrics,
-            authenticated,
+            identity: grant.identity,
+            expires_at: grant.expires_at,
+            expiry: None,
             last_seen: Instant::now(),
             rooms: HashSet::new(),
             limiter,
@@ -146,10 +164,12 @@ impl WsSession {
         }
     }
 
-    fn subscriber(&self, ctx: &Context<Self>, format: EventFormat) -> Subscriber {
+    fn subscriber(&self, ctx: &Context<Self>, format: EventFormat, room: &str) -> Subscriber {
         Subscriber {
             id: self.id.clone(),
             name: self.name.clone(),
+            user: self.identity.user.clone(),
+            presence: self.may(room, Action::Presence).is_ok(),
             out: self.out.clone(),
             format,
             visible: true,
@@ -258,127 +278,6 @@ impl WsSession {
         }
     }
 
-    fn publish_chat(&mut self, ctx: &mut Context<Self>, line: String) {
-        let data = serde_json::value::to_raw_value(&line).expect("a string serialises");
-        let msg = Publish {
-            room: CHAT_ROOM.to_owned(),
-            from: self.name.clone(),
-            data,
-            ack: None,
-        };
-        if self.broker.try_send(msg).is_err() {
-            self.error(ctx, "overloaded", "the server is overloaded; try again");
-        }
-    }
-
-    fn overloaded(&mut self, ctx: &mut Context<Self>) {
-        self.error(ctx, "overloaded", "the server is overloaded; try again");
-    }
-
-    fn on_json(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let msg = match parse_client(text) {
-            Ok(m) => m,
-            Err(v) => {
-                self.error(ctx, v.code, &v.message);
-                return;
-            }
-        };
-        match msg {
-            ClientMsg::Ping => self.send(ctx, ServerMsg::Pong.to_text()),
-            ClientMsg::Message { content } => {
-                let text = ServerMsg::Response {
-                    data: format!("Received: {content}"),
-                }
-                .to_text();
-                self.send(ctx, text);
-            }
-            ClientMsg::Join { room, since } => {
-                if !self.rooms.contains(&room) && self.rooms.len() >= self.config.max_rooms {
-                    let message = format!(
-                        "a connection may join at most {} rooms",
-                        self.config.max_rooms
-                    );
-                    self.error(ctx, "too_many_rooms", &message);
-                    return;
-                }
-                let join = Join {
-                    room: room.clone(),
-                    subscriber: self.subscriber(ctx, EventFormat::Json),
-                    since,
-                };
-                if self.broker.try_send(join).is_ok() {
-                    self.rooms.insert(room);
-                } else {
-                    self.overloaded(ctx);
-                }
-            }
-            ClientMsg::Leave { room } => {
-                if !self.rooms.contains(&room) {
-                    self.error(ctx, "not_joined", &format!("not in room {room:?}"));
-                    return;
-                }
-                let leave = Leave {
-                    room: room.clone(),
-                    member: self.id.clone(),
-                    confirm: true,
-                };
-                if self.broker.try_send(leave).is_ok() {
-                    self.rooms.remove(&room);
-                } else {
-                    self.overloaded(ctx);
-                }
-            }
-            ClientMsg::Publish { room, data, id } => {
-                if !self.authenticated && !self.config.anonymous_publish {
-                    self.error(
-                        ctx,
-                        "unauthorized",
-                        "publishing needs a token: connect with ?token=<JWT>",
-                    );
-                    return;
-                }
-                let data = match compact_data(data, self.config.json_max_depth) {
-                    Ok(data) => data,
-                    Err(message) => {
-                        self.error(ctx, "invalid_message", &message);
-                        return;
-                    }
-                };
-                let publish = Publish {
-                    room,
-                    from: self.name.clone(),
-                    data,
-                    ack: id.map(|id| (id, self.out.clone())),
-                };
-                if self.broker.try_send(publish).is_err() {
-                    self.overloaded(ctx);
-                }
-            }
-            ClientMsg::Presence { room } => {
-                let msg = GetPresence {
-                    room,
-                    reply_to: Some(self.out.clone()),
-                };
-                if self.broker.try_send(msg).is_err() {
-                    self.overloaded(ctx);
-                }
-            }
-            ClientMsg::Typing { room } => {
-                if !self.rooms.contains(&room) {
-                    self.error(ctx, "not_joined", &format!("not in room {room:?}"));
-                    return;
-                }
-                let msg = Typing {
-                    room,
-                    member: self.id.clone(),
-                };
-                if self.broker.try_send(msg).is_err() {
-                    self.overloaded(ctx);
-                }
-            }
-        }
-    }
-
     fn on_binary(&mut self, ctx: &mut Context<Self>) {
         self.error(
             ctx,
@@ -395,9 +294,11 @@ impl Actor for WsSession {
         self.metrics.ws_connections.inc();
         self.broker.do_send(Connect {
             member: self.id.clone(),
+            user: self.identity.user.clone(),
             out: self.out.clone(),
             session: ctx.address().recipient(),
         });
+        self.watch_expiry(ctx);
         ctx.run_interval(self.config.heartbeat, |this, ctx| {
             if this.last_seen.elapsed() > this.config.client_timeout {
                 log::debug!("member={} silent too long; closing", this.id);
@@ -412,34 +313,53 @@ impl Actor for WsSession {
                 self.send(ctx, welcome);
             }
             SessionKind::Chat => {
+                if let Err(denied) = self.may(CHAT_ROOM, Action::Subscribe) {
+                    self.close(ctx, CloseCode::Policy, &denied.to_string());
+                    return;
+                }
                 self.broker.do_send(Join {
                     room: CHAT_ROOM.to_owned(),
-                    subscriber: self.subscriber(ctx, EventFormat::Text),
+                    subscriber: self.subscriber(ctx, EventFormat::Text, CHAT_ROOM),
                     since: None,
                 });
                 self.rooms.insert(CHAT_ROOM.to_owned());
-                let line = format!("Client {} joined the chat", self.name);
-                self.publish_chat(ctx, line);
+                if self.announces_chat() {
+                    let line = format!("Client {} joined the chat", self.name);
+                    self.chat_line(ctx, line);
+                }
             }
-            SessionKind::Echo | SessionKind::Json => {}
+            SessionKind::Json => {
+                let hello = ServerMsg::Hello {
+                    client_id: &self.id,
+                    user: self.identity.user.as_deref(),
+                    name: &self.name,
+                    expires_at: self.expires_at,
+                }
+                .to_text();
+                self.send(ctx, hello);
+            }
+            SessionKind::Echo => {}
         }
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        if self.kind == SessionKind::Chat {
+        if self.kind == SessionKind::Chat && self.rooms.contains(CHAT_ROOM) {
             self.broker.do_send(Leave {
                 room: CHAT_ROOM.to_owned(),
                 member: self.id.clone(),
                 confirm: false,
             });
-            let line = format!("Client {} left the chat", self.name);
-            let data = serde_json::value::to_raw_value(&line).expect("a string serialises");
-            self.broker.do_send(Publish {
-                room: CHAT_ROOM.to_owned(),
-                from: self.name.clone(),
-                data,
-                ack: None,
-            });
+            if self.announces_chat() {
+                let line = format!("Client {} left the chat", self.name);
+                let data = serde_json::value::to_raw_value(&line).expect("a string serialises");
+                self.broker.do_send(Publish {
+                    room: CHAT_ROOM.to_owned(),
+                    from: self.name.clone(),
+                    user: self.identity.user.clone(),
+                    data,
+                    ack: None,
+                });
+            }
         }
         self.broker.do_send(Disconnect {
             member: self.id.clone(),
@@ -576,8 +496,14 @@ impl Handler<SessionNotice> for WsSession {
                 self.closing = true;
                 ctx.stop();
             }
-            SessionNotice::JoinRefused { room } => {
+            SessionNotice::JoinRefused { room } | SessionNotice::Unsubscribed { room } => {
                 self.rooms.remove(&room);
+                self.identity.revoke(&room);
+            }
+            SessionNotice::Disconnected => {
+                log::info!("member={} disconnected by the server API", self.id);
+                self.closing = true;
+                ctx.stop();
             }
         }
     }

@@ -7,6 +7,8 @@ use super::RECV_LIMIT;
 /// A WebSocket client (awc) that answers nothing on its own: tests see every frame.
 pub struct WsClient {
     pub framed: actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    /// `/ws/json`: the `hello` frame the server sent first.
+    pub hello: serde_json::Value,
 }
 
 /// What the server sent, as a test sees it.
@@ -18,7 +20,40 @@ pub enum Received {
 }
 
 impl WsClient {
+    /// Connects to `path`; on `/ws/json`, reads the `hello` frame the server sends first
+    /// (failing when it is not first).
     pub async fn connect(app: &TestApp, path: &str) -> Self {
+        Self::connect_with(app, path, &[]).await
+    }
+
+    /// Connects to `path` with extra request headers.
+    pub async fn connect_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Self {
+        let url = format!("ws://127.0.0.1:{}{}", app.port, path);
+        let mut req = awc::Client::new().ws(url).max_frame_size(16 << 20);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let (_, framed) = req.connect().await.expect("websocket handshake");
+        let mut client = Self {
+            framed,
+            hello: serde_json::Value::Null,
+        };
+        if path.starts_with("/ws/json") {
+            match client.next().await {
+                Received::Text(t) => {
+                    let hello: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+                    assert_eq!(hello["type"], "hello", "the first frame is hello: {t}");
+                    client.hello = hello;
+                }
+                // Refused (a bad token): the close frame is for the test to read.
+                other => panic!("expected hello first, got {other:?}"),
+            }
+        }
+        client
+    }
+
+    /// Connects to `path` expecting no `hello` (a refused connection, or not `/ws/json`).
+    pub async fn connect_raw(app: &TestApp, path: &str) -> Self {
         let url = format!("ws://127.0.0.1:{}{}", app.port, path);
         let (_, framed) = awc::Client::new()
             .ws(url)
@@ -26,7 +61,10 @@ impl WsClient {
             .connect()
             .await
             .expect("websocket handshake");
-        Self { framed }
+        Self {
+            framed,
+            hello: serde_json::Value::Null,
+        }
     }
 
     pub async fn send(&mut self, text: &str) {
