@@ -106,13 +106,16 @@ pub async fn protect(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .expect("the application state is registered")
-        .clone();
+        .expect("the application state is registered");
+    if !state.config.require_auth {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    let state = state.clone();
     let need = need_of(
         req.method().as_str(),
         req.match_pattern().as_deref().unwrap_or(""),
     );
-    if state.config.require_auth && need != Need::Anyone {
+    if need != Need::Anyone {
         let checked = grant(&state, req.request()).and_then(|g| {
             meets(&g.identity, need)?;
             Ok(g)
