@@ -108,7 +108,10 @@ pub async fn protect(
         .app_data::<web::Data<AppState>>()
         .expect("the application state is registered");
     if !state.config.require_auth {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     }
     let state = state.clone();
     let need = need_of(
