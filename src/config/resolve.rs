@@ -297,6 +297,9 @@ impl Resolver {
             mailbox_capacity: self.int(&s::BROKER_MAILBOX_CAPACITY)? as usize,
             presence_events_max_members: self.int(&s::PRESENCE_EVENTS_MAX_MEMBERS)? as usize,
             access,
+            history_ttl: self.duration(&s::ROOM_HISTORY_TTL_SECS)?,
+            idempotency_window: self.duration(&s::IDEMPOTENCY_WINDOW_SECS)?,
+            idempotency_max_keys: self.int(&s::IDEMPOTENCY_MAX_KEYS)? as usize,
         };
         let sse_heartbeat = self.duration(&s::SSE_HEARTBEAT_INTERVAL_MS)?;
         let sse_keepalive = self.duration(&s::SSE_KEEPALIVE_INTERVAL_MS)?;

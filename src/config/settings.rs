@@ -376,7 +376,13 @@ settings! {
     MAX_ROOMS: int(1, 10_000_000), Some("10000"),
         "rooms one node holds at most; a room without subscribers or events is let go at once, and a full node forgets its quietest room without subscribers";
     ROOM_IDLE_SECS: secs(1, 30 * 86_400), Some("3600"),
-        "a room without subscribers (but with history) is forgotten after this long";
+        "a room without subscribers (but with history) leaves this node's memory after this long (its store keeps it)";
+    ROOM_HISTORY_TTL_SECS: secs(1, 365 * 86_400), Some("86400"),
+        "events are kept this long after they were published; a room with no event for this long is forgotten and numbers again in a new epoch";
+    IDEMPOTENCY_WINDOW_SECS: secs(1, 86_400), Some("300"),
+        "a publish retried with the same id (WebSocket) or Idempotency-Key (REST) within this window gets the first one's seq";
+    IDEMPOTENCY_MAX_KEYS: int(1, 100_000_000), Some("100000"),
+        "idempotency keys one node keeps without Redis; past it the oldest are forgotten";
     TYPING_INTERVAL_MS: ms(0, 60_000), Some("1000"),
         "typing is relayed at most once per member per interval";
     BROKER_MAILBOX_CAPACITY: int(16, 10_000_000), Some("65536"),

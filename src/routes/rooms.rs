@@ -34,6 +34,11 @@ pub fn denied(d: Denied) -> AppError {
     }
 }
 
+/// The header that makes a REST publish idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// Longest idempotency key (a WebSocket publish `id` is bounded alike).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = courier_actors::protocol::MAX_CLIENT_ID_LEN;
+
 /// Events returned by one history request unless `limit` says otherwise.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Most events one history request returns.
@@ -76,10 +81,14 @@ pub struct Published {
 
 /// Publishes to a room, as the room's namespace allows the caller (a user's token, or the
 /// server API key, which may publish anywhere). WebSocket and SSE subscribers on every node
-/// receive it.
+/// receive it. With an `Idempotency-Key`, a retry within `IDEMPOTENCY_WINDOW_SECS` answers
+/// the first publish's `seq` and publishes nothing: a timeout or a 503 is safe to retry.
 #[utoipa::path(
     post, path = "/rooms/{room}/messages", tag = "rooms",
-    params(("room" = String, Path, description = "Room name")),
+    params(
+        ("room" = String, Path, description = "Room name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: within IDEMPOTENCY_WINDOW_SECS the same key from the same publisher answers the first seq and publishes nothing")
+    ),
     request_body = PublishBody,
     responses(
         (status = 201, description = "Published", body = Published),
@@ -114,10 +123,30 @@ pub async fn publish(
             data.get().len()
         )));
     }
+    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+                .ok_or_else(|| {
+                    AppError::BadRequest(format!(
+                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+                    ))
+                })?;
+            // Keys are the publisher's own: the same key from someone else is another message.
+            Some(match &who.user {
+                Some(user) => format!("u:{user}:{key}"),
+                None => format!("s:{key}"),
+            })
+        }
+    };
     let seq = state
         .realtime
         .broker
         .send(Publish {
+            key,
             room: room.clone(),
             from: who
                 .user

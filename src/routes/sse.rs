@@ -11,7 +11,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use courier_actors::access::{unix_now, Action};
 use courier_actors::client_queue::{queue, SseBody};
-use courier_actors::protocol::validate_room;
+use courier_actors::protocol::{validate_room, MAX_EPOCH_LEN};
 use courier_actors::room_broker::{Disconnect, EventFormat, Join, Subscriber};
 use courier_actors::sse_feed::{Subscribe, Topic, Unsubscribe};
 use futures_util::stream;
@@ -29,6 +29,15 @@ pub const SSE_RETRY_MS: u64 = 3000;
 /// fresh token (and `Last-Event-ID`, so nothing is missed).
 pub const TOKEN_EXPIRED_EVENT: &str =
     "event: error\ndata: {\"code\":\"token_expired\",\"message\":\"the token expired: reconnect with a fresh one\"}\n\n";
+/// An SSE event id, `<epoch>:<seq>` or a bare `<seq>`: the epoch (if any) and the seq.
+pub fn parse_event_id(id: &str) -> Option<(Option<String>, u64)> {
+    let id = id.trim();
+    match id.rsplit_once(':') {
+        Some((epoch, seq)) => Some((Some(epoch.to_owned()), seq.parse().ok()?)),
+        None => Some((None, id.parse().ok()?)),
+    }
+}
+
 /// Default number of `/sse` messages.
 pub const DEFAULT_SSE_COUNT: u32 = 10;
 /// Most `/sse` messages a client may ask for.
@@ -166,14 +175,19 @@ pub async fn sse_heartbeat(state: web::Data<AppState>) -> HttpResponse {
 pub struct RoomEventsQuery {
     /// Replay events after this sequence number (like `Last-Event-ID`, which wins).
     since: Option<u64>,
+    /// The room's epoch `since` is from (the `epoch` of `joined`); with another epoch the
+    /// stream starts with `joined` saying `recovered: false`.
+    epoch: Option<String>,
     /// A connection token, or a subscription token for the room (EventSource cannot send
     /// headers).
     #[allow(dead_code)]
     token: Option<String>,
 }
 
-/// A room as SSE: `id: <seq>`, `event: message`, `data: <event JSON>`; replays everything
-/// after `Last-Event-ID` (or `?since=`) first. Following needs `subscribe` in the room's
+/// A room as SSE: first `event: joined` (`{"seq", "epoch", "recovered"}`), then
+/// `id: <epoch>:<seq>`, `event: message`, `data: <event JSON>` per event; replays everything
+/// after `Last-Event-ID` (or `?since=` and `?epoch=`) first, and says in `joined` whether
+/// that was all the client missed (`recovered`). Following needs `subscribe` in the room's
 /// namespace (and a replay `history`); the token (`Authorization: Bearer` or `?token=`) may
 /// be a connection token or a subscription token for the room. The stream ends when the
 /// token expires, with a last `error` event whose code is `token_expired`.
@@ -196,17 +210,25 @@ pub async fn room_events(
 ) -> Result<HttpResponse, AppError> {
     let room = path.into_inner();
     validate_room(&room).map_err(AppError::BadRequest)?;
-    let since = match req.headers().get("Last-Event-ID") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    AppError::BadRequest("Last-Event-ID must be a sequence number".into())
-                })?,
-        ),
-        None => q.since,
+    let (since, epoch) = match req.headers().get("Last-Event-ID") {
+        Some(v) => {
+            let (epoch, seq) = v.to_str().ok().and_then(parse_event_id).ok_or_else(|| {
+                AppError::BadRequest(
+                    "Last-Event-ID must be an event id: <epoch>:<seq>, or a sequence number".into(),
+                )
+            })?;
+            (Some(seq), epoch)
+        }
+        None => (q.since, q.epoch.clone()),
     };
+    if epoch
+        .as_ref()
+        .is_some_and(|e| e.is_empty() || e.len() > MAX_EPOCH_LEN)
+    {
+        return Err(AppError::BadRequest(format!(
+            "epoch must be 1-{MAX_EPOCH_LEN} characters"
+        )));
+    }
     let grant = room_grant_of(
         &state.config.jwt_secret,
         &state.config.api_keys,
@@ -242,6 +264,7 @@ pub async fn room_events(
             room,
             subscriber,
             since,
+            epoch,
         })
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let broker = rt.broker.clone();

@@ -159,7 +159,7 @@ impl Application {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
-        let (realtime, arbiter) = start_realtime(&config, &metrics, &stores)?;
+        let (realtime, arbiter) = start_realtime(&config, &metrics, &stores, &db)?;
         let pools = Pools {
             cpu: BlockingPool::new("courier-cpu", cores, config.pools.queue),
             sync: BlockingPool::new(
@@ -454,6 +454,7 @@ fn start_realtime(
     config: &Config,
     metrics: &Metrics,
     stores: &Stores,
+    db: &Database,
 ) -> anyhow::Result<(Realtime, actix_rt::Arbiter)> {
     let rt = &config.realtime;
     let node: Arc<str> = node_id().into();
@@ -479,14 +480,15 @@ fn start_realtime(
         realtime_metrics.clone(),
         Some(feed.clone()),
         bus,
+        Some(db.clone()),
     )
     .start(&arbiter.handle());
     log::info!(
         "realtime: node {node}; rooms {}",
         if config.redis_url.is_some() {
-            "shared through Redis"
+            "numbered and shared through Redis"
         } else {
-            "in process"
+            "numbered and kept in the database"
         }
     );
     let realtime = Realtime::new(

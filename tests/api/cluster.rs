@@ -70,11 +70,7 @@ async fn two_nodes_share_a_room_in_seq_order() {
     assert_eq!(event_seqs(&mut on_b, 2 * per_node).await, expected);
     for seq in 1..=2 * per_node as u64 {
         let ev = sse_b.next_event().await.unwrap();
-        assert_eq!(
-            ev.id,
-            Some(seq.to_string()),
-            "SSE on the other node, in order"
-        );
+        assert_eq!(ev.seq(), Some(seq), "SSE on the other node, in order");
     }
 
     // Presence and history are the room's, not the node's.

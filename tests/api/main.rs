@@ -9,6 +9,7 @@ mod background_jobs;
 mod cluster;
 mod config;
 mod data;
+mod durability;
 mod export_memory;
 mod files;
 mod helpers;

@@ -196,10 +196,12 @@ async fn join_with_since_replays_in_order_before_live_events() {
     let mut ws = WsClient::connect(&app, "/ws/json").await;
     ws.send_json(json!({"type": "join", "room": "replay", "since": 2}))
         .await;
+    let joined = ws.json().await;
     assert_eq!(
-        ws.json().await,
-        json!({"type": "joined", "room": "replay", "seq": 5})
+        (&joined["type"], &joined["seq"], &joined["recovered"]),
+        (&json!("joined"), &json!(5), &json!(true))
     );
+    assert!(joined["epoch"].is_string());
     for seq in 3..=5 {
         let ev = ws.json().await;
         assert_eq!(ev["type"], "event");
@@ -262,7 +264,7 @@ async fn rest_publish_reaches_websocket_and_sse_subscribers_alike() {
     assert_eq!(ev["data"]["headline"], "courier ships");
     assert_eq!(ev["from"], "frank");
     let sev = sse.next_event().await.unwrap();
-    assert_eq!(sev.id.as_deref(), Some("1"));
+    assert_eq!(sev.seq(), Some(1));
     assert_eq!(sev.event.as_deref(), Some("message"));
     let data: Value = serde_json::from_str(&sev.data).unwrap();
     assert_eq!(data, ev, "SSE carries the same event as the WebSocket");
@@ -275,12 +277,12 @@ async fn room_sse_replays_from_last_event_id_or_since() {
         publish_rest(&app, "feed", json!(i), "gina").await;
     }
     let mut sse = SseClient::connect(&app, "/rooms/feed/events", Some("2")).await;
-    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("3"));
-    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("4"));
+    assert_eq!(sse.next_event().await.unwrap().seq(), Some(3));
+    assert_eq!(sse.next_event().await.unwrap().seq(), Some(4));
     let mut sse = SseClient::connect(&app, "/rooms/feed/events?since=3", None).await;
-    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("4"));
+    assert_eq!(sse.next_event().await.unwrap().seq(), Some(4));
     publish_rest(&app, "feed", json!(5), "gina").await;
-    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("5"));
+    assert_eq!(sse.next_event().await.unwrap().seq(), Some(5));
 
     let res = app
         .client
@@ -675,15 +677,17 @@ async fn an_extreme_since_is_harmless() {
     let mut ws = WsClient::connect(&app, "/ws/json").await;
     ws.send(r#"{"type":"join","room":"edge","since":18446744073709551615}"#)
         .await;
+    // A since from the future says nothing about what the client missed.
+    let joined = ws.json().await;
     assert_eq!(
-        ws.json().await,
-        json!({"type": "joined", "room": "edge", "seq": 1})
+        (&joined["type"], &joined["seq"], &joined["recovered"]),
+        (&json!("joined"), &json!(1), &json!(false))
     );
     let mut sse =
         SseClient::connect(&app, "/rooms/edge/events", Some("18446744073709551615")).await;
     publish_rest(&app, "edge", json!(2), "lou").await;
     assert_eq!(ws.json_of("event").await["seq"], 2);
-    assert_eq!(sse.next_event().await.unwrap().id.as_deref(), Some("2"));
+    assert_eq!(sse.next_event().await.unwrap().seq(), Some(2));
 }
 
 #[actix_rt::test]

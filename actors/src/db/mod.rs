@@ -23,6 +23,7 @@ pub mod job_queue;
 pub mod migrations;
 pub mod models;
 pub mod queries;
+pub mod room_log;
 pub mod schema;
 
 use std::path::Path;

@@ -147,3 +147,25 @@ diesel::allow_tables_to_appear_in_same_query!(
     analytics,
     analytics_applied
 );
+
+diesel::table! {
+    /// Each room's epoch and last sequence number (rooms without Redis).
+    rooms (room) {
+        room -> Text,
+        epoch -> Text,
+        last_seq -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Room events, as the `event` frame's JSON (rooms without Redis).
+    room_events (room, seq) {
+        room -> Text,
+        seq -> BigInt,
+        event -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(rooms, room_events);

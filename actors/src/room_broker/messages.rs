@@ -97,6 +97,8 @@ pub struct Join {
     pub subscriber: Subscriber,
     /// The last sequence number the subscriber already has.
     pub since: Option<u64>,
+    /// The room's epoch when the subscriber got `since`, when it knows it.
+    pub epoch: Option<String>,
 }
 
 /// Leave a room; the other members are told. With `confirm`, the member always gets an
@@ -126,6 +128,11 @@ pub struct Publish {
     pub data: Box<RawValue>,
     /// Where to send `ack {id, seq}` (or an `error` frame), for WebSocket publishers.
     pub ack: Option<(String, ClientQueue)>,
+    /// The idempotency key: who publishes, and the id they gave the message (the
+    /// WebSocket `id`, or REST's `Idempotency-Key`). A publish with a key seen in the
+    /// room within `IDEMPOTENCY_WINDOW_SECS` is answered with the first one's sequence
+    /// number and neither stored nor delivered again.
+    pub key: Option<String>,
 }
 
 /// A member is typing: the room's other members are told, at most once per
@@ -243,6 +250,21 @@ pub enum BrokerError {
     /// The broker's mailbox is full.
     #[error("the server is overloaded; try again")]
     Overloaded,
+    /// The store that numbers the room's events (Redis, or the database) cannot be
+    /// reached: nothing was published. Retry with the same idempotency key.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl BrokerError {
+    /// The code clients see in an `error` frame.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooManyRooms(_) => "too_many_rooms",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 impl From<crate::mailbox::MailboxFull> for BrokerError {

@@ -21,6 +21,9 @@
 //! clients for the server API).
 
 mod bus;
+mod durable;
+mod idempotency;
+mod memory;
 pub mod messages;
 mod queries;
 pub mod replay;
@@ -35,6 +38,7 @@ use actix::prelude::*;
 use actix_http::ws::CloseCode;
 use bytestring::ByteString;
 
+pub use durable::{new_epoch, MAX_APPEND_BATCH};
 pub use messages::*;
 use room::{MemberEntry, Room, StoredEvent};
 pub use server_api::DISCONNECTED_CLOSE_CODE;
@@ -42,11 +46,14 @@ pub use server_api::DISCONNECTED_CLOSE_CODE;
 use crate::access::AccessPolicy;
 use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::clock::rfc3339_now;
+use crate::db::Database;
 use crate::mailbox::Mailbox;
 use crate::metrics::RealtimeMetrics;
 use crate::protocol::{RoomEvent, ServerMsg};
 use crate::redis_bus::{BusStatus, FromBus, RedisBus};
 use crate::sse_feed::{Activity, FeedHandle};
+use durable::Durable;
+use idempotency::Idempotency;
 
 /// The broker's address with its mailbox gauge (`courier_broker_mailbox_depth`): the only
 /// way to send it messages.
@@ -85,6 +92,15 @@ pub struct BrokerConfig {
     pub presence_events_max_members: usize,
     /// The namespaces: a room's history size and whether it announces presence.
     pub access: Arc<AccessPolicy>,
+    /// A room's events are kept this long after they were published, and a room with no
+    /// event for this long is forgotten: its numbering starts again in a new epoch
+    /// (`ROOM_HISTORY_TTL_SECS`).
+    pub history_ttl: Duration,
+    /// A publish retried with the same idempotency key within this window gets the first
+    /// one's sequence number (`IDEMPOTENCY_WINDOW_SECS`).
+    pub idempotency_window: Duration,
+    /// Most idempotency keys kept without Redis (`IDEMPOTENCY_MAX_KEYS`).
+    pub idempotency_max_keys: usize,
 }
 
 /// How often idle rooms are swept.
@@ -102,17 +118,30 @@ pub struct RoomBroker {
     held: Option<Vec<crate::redis_bus::BusEvent>>,
     /// Bytes of history in all rooms.
     history_bytes: usize,
+    /// Without Redis: the relational store that numbers and keeps rooms' events.
+    durable: Option<Durable>,
 }
 
 impl RoomBroker {
-    /// A broker; `feed` receives room activity for `/sse/updates`; `bus` connects nodes.
+    /// A broker; `feed` receives room activity for `/sse/updates`; `bus` connects nodes
+    /// and keeps the rooms' history; without it `db` does (without either, rooms live in
+    /// memory only).
     pub fn new(
         config: BrokerConfig,
         metrics: RealtimeMetrics,
         feed: Option<FeedHandle>,
         bus: Option<RedisBus>,
+        db: Option<Database>,
     ) -> Self {
+        let durable = match (&bus, db) {
+            (None, Some(db)) => Some(Durable::new(
+                db,
+                Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
+            )),
+            _ => None,
+        };
         Self {
+            durable,
             config,
             rooms: HashMap::new(),
             members: HashMap::new(),
@@ -150,72 +179,6 @@ impl RoomBroker {
         }
     }
 
-    fn room_mut(&mut self, name: &str) -> Result<&mut Room, BrokerError> {
-        if !self.rooms.contains_key(name) {
-            if self.rooms.len() >= self.config.max_rooms && !self.forget_quietest_room() {
-                return Err(BrokerError::TooManyRooms(self.config.max_rooms));
-            }
-            let ns = self.config.access.namespace(name);
-            let room = Room::new(
-                name,
-                ns.and_then(|ns| ns.history_size)
-                    .unwrap_or(self.config.history_limit),
-                ns.is_none_or(|ns| ns.presence_events),
-            );
-            self.rooms.insert(room.name.clone(), room);
-            self.metrics.rooms.set(self.rooms.len() as i64);
-        }
-        Ok(self.rooms.get_mut(name).expect("just inserted"))
-    }
-
-    /// Forgets the room without subscribers that has been quiet the longest, to make space
-    /// for a new one; false when every room has subscribers.
-    fn forget_quietest_room(&mut self) -> bool {
-        let quietest = self
-            .rooms
-            .values()
-            .filter(|r| r.subs.is_empty())
-            .min_by_key(|r| r.last_active)
-            .map(|r| r.name.clone());
-        let Some(name) = quietest else {
-            return false;
-        };
-        if let Some(mut room) = self.rooms.remove(&name) {
-            self.history_bytes -= room.forget_history();
-            self.metrics.history_bytes.set(self.history_bytes as i64);
-        }
-        self.metrics.rooms_forgotten.inc();
-        log::info!("room={name} forgotten: the node holds its maximum of rooms");
-        true
-    }
-
-    /// Lets a room go if it holds nothing worth keeping (no subscribers, no events).
-    fn release_if_vacant(&mut self, name: &str) {
-        if self.rooms.get(name).is_some_and(Room::is_vacant) {
-            self.rooms.remove(name);
-            self.metrics.rooms.set(self.rooms.len() as i64);
-        }
-    }
-
-    /// Drops the history of the rooms quiet the longest until all rooms' history fits the
-    /// node's budget (`HISTORY_MAX_BYTES`).
-    fn keep_history_budget(&mut self) {
-        while self.history_bytes > self.config.history_budget {
-            let quietest = self
-                .rooms
-                .values()
-                .filter(|r| r.history_bytes > 0)
-                .min_by_key(|r| r.last_active)
-                .map(|r| r.name.clone());
-            let Some(name) = quietest else { break };
-            let room = self.rooms.get_mut(&name).expect("found above");
-            self.history_bytes -= room.forget_history();
-            self.metrics.history_evictions.inc();
-            log::info!("room={name}: history dropped to keep the node's history budget");
-        }
-        self.metrics.history_bytes.set(self.history_bytes as i64);
-    }
-
     /// Whether membership changes in `room` are announced to its members.
     fn announces_presence(&self, room: &str) -> bool {
         self.rooms.get(room).is_none_or(|r| {
@@ -246,7 +209,11 @@ impl RoomBroker {
 
     /// Stores a numbered event and fans it out to local subscribers.
     fn apply_event(&mut self, event: &RoomEvent) {
-        let (room, seq) = (event.room.as_str(), event.seq);
+        self.deliver(&event.room, event.seq, StoredEvent::new(event));
+    }
+
+    /// Keeps event `seq` of `room` in memory and fans it out to local subscribers.
+    fn deliver(&mut self, room: &str, seq: u64, ev: StoredEvent) {
         let max_bytes = self.config.history_max_bytes;
         let Ok(r) = self.room_mut(room) else {
             return;
@@ -256,8 +223,8 @@ impl RoomBroker {
             return; // already applied (a duplicate from the bus)
         }
         r.seq = r.seq.max(seq);
+        r.assigned = r.assigned.max(seq);
         r.last_active = Instant::now();
-        let ev = StoredEvent::new(event);
         let mut delivered = 0u64;
         let mut failed = Vec::new();
         let (mut text, mut sse) = (None, None);
@@ -265,10 +232,10 @@ impl RoomBroker {
             let payload = match sub.format {
                 EventFormat::Json => ev.json.clone(),
                 EventFormat::Text => text
-                    .get_or_insert_with(|| ev.render(EventFormat::Text))
+                    .get_or_insert_with(|| ev.render(EventFormat::Text, None))
                     .clone(),
                 EventFormat::Sse => sse
-                    .get_or_insert_with(|| ev.render(EventFormat::Sse))
+                    .get_or_insert_with(|| ev.render(EventFormat::Sse, r.epoch.as_deref()))
                     .clone(),
             };
             match sub.out.try_send(OutFrame::Text(payload)) {
@@ -365,24 +332,6 @@ impl RoomBroker {
         });
         self.release_if_vacant(room);
     }
-
-    fn sweep(&mut self) {
-        let idle = self.config.room_idle;
-        let before = self.rooms.len();
-        let mut freed = 0;
-        self.rooms.retain(|_, r| {
-            let keep = !r.subs.is_empty() || r.last_active.elapsed() < idle;
-            if !keep {
-                freed += r.history_bytes;
-            }
-            keep
-        });
-        if self.rooms.len() != before {
-            self.history_bytes -= freed;
-            self.metrics.history_bytes.set(self.history_bytes as i64);
-            self.metrics.rooms.set(self.rooms.len() as i64);
-        }
-    }
 }
 
 impl Actor for RoomBroker {
@@ -390,7 +339,11 @@ impl Actor for RoomBroker {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.config.mailbox_capacity);
-        ctx.run_interval(SWEEP_INTERVAL, |this, _| this.sweep());
+        self.load_heads(ctx);
+        ctx.run_interval(SWEEP_INTERVAL, |this, ctx| {
+            this.sweep();
+            this.expire_stored_history(ctx);
+        });
     }
 }
 
@@ -424,7 +377,7 @@ impl Handler<Leave> for RoomBroker {
 }
 
 /// Queues `ack {id, seq}` to a WebSocket publisher.
-fn send_ack(ack: &Option<(String, ClientQueue)>, seq: u64) {
+pub(super) fn send_ack(ack: &Option<(String, ClientQueue)>, seq: u64) {
     if let Some((id, out)) = ack {
         let _ = out.text(ServerMsg::Ack { id, seq }.to_text());
     }
@@ -433,13 +386,18 @@ fn send_ack(ack: &Option<(String, ClientQueue)>, seq: u64) {
 impl Handler<Publish> for RoomBroker {
     type Result = ResponseActFuture<Self, Result<u64, BrokerError>>;
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
+        if self.durable.is_some() {
+            let reply = self.publish_durable(msg, ctx);
+            return Box::pin(actix::fut::wrap_future(reply));
+        }
         let Publish {
             room,
             from,
             user,
             data,
             ack,
+            key: _,
         } = msg;
         let last_seq = match self.room_mut(&room) {
             Ok(r) => r.seq,

@@ -50,9 +50,8 @@ impl Handler<GetHistory> for RoomBroker {
     type Result = ResponseActFuture<Self, Vec<ByteString>>;
 
     fn handle(&mut self, msg: GetHistory, _: &mut Self::Context) -> Self::Result {
-        let local: Vec<ByteString> = self
-            .rooms
-            .get(msg.room.as_str())
+        let room = self.rooms.get(msg.room.as_str());
+        let local: Vec<ByteString> = room
             .map(|r| {
                 r.history
                     .iter()
@@ -62,6 +61,26 @@ impl Handler<GetHistory> for RoomBroker {
                     .collect()
             })
             .unwrap_or_default();
+        // Without Redis, memory answers when it reaches back to `since`; else the database.
+        let memory_reaches = room.is_some_and(|r| {
+            r.history
+                .front()
+                .is_some_and(|e| e.seq <= msg.since.saturating_add(1))
+                || r.seq <= msg.since
+        });
+        if let Some(d) = self.durable.as_ref().filter(|_| !memory_reaches) {
+            let db = d.db().clone();
+            let fut = async move {
+                match db.room_events_after(&msg.room, msg.since, msg.limit).await {
+                    Ok(rows) => rows.into_iter().map(|(_, json)| json.into()).collect(),
+                    Err(e) => {
+                        log::warn!("history from the database failed ({e}); answering from memory");
+                        local
+                    }
+                }
+            };
+            return Box::pin(fut.into_actor(self));
+        }
         let bus = self.connected_bus();
         let fut = async move {
             let Some(bus) = bus else { return local };
@@ -97,6 +116,15 @@ impl Handler<ListRooms> for RoomBroker {
                 }
             })
             .collect();
+        // Rooms the store keeps that are not in memory now.
+        if let Some(d) = &self.durable {
+            rooms.extend(d.heads.iter().map(|(room, (_, seq))| RoomSummary {
+                room: room.to_string(),
+                members: 0,
+                subscribers: 0,
+                last_seq: *seq,
+            }));
+        }
         rooms.sort_by(|a, b| a.room.cmp(&b.room));
         rooms
     }

@@ -8,12 +8,15 @@
 //! cannot get a reconnecting client evicted again and again; a JSON client is told where
 //! its replay starts (`history_truncated`).
 
+use std::future::Future;
+
 use actix::prelude::*;
 use actix_http::ws::CloseCode;
 
 use super::messages::{EventFormat, Join, SessionNotice, Subscriber};
 use super::room::{MemberEntry, StoredEvent};
 use super::RoomBroker;
+use super::MAX_APPEND_BATCH;
 use crate::client_queue::{OutFrame, QueueLimits};
 use crate::protocol::ServerMsg;
 use crate::sse_feed::Activity;
@@ -43,33 +46,79 @@ impl Handler<Join> for RoomBroker {
             room,
             subscriber: sub,
             since,
+            epoch,
         } = msg;
-        // Replay from Redis when this node's memory does not reach back to `since`.
-        if let (Some(since), Some(bus)) = (since, self.connected_bus()) {
-            let oldest = self
-                .rooms
-                .get(room.as_str())
-                .and_then(|r| r.history.front().map(|e| e.seq));
-            if oldest.is_none_or(|oldest| since.saturating_add(1) < oldest) {
-                let cap = bus.history_cap();
-                let fetch_room = room.clone();
-                let fut = async move { bus.history(&fetch_room, since, cap).await };
-                ctx.spawn(fut.into_actor(self).map(move |result, this, _| {
-                    let fetched = match result {
-                        Ok(events) => StoredEvent::from_bus(events),
-                        Err(e) => {
-                            // Replay what memory holds; the client is told what is missing.
-                            log::warn!("replay from Redis failed ({e}); replaying from memory");
-                            Vec::new()
-                        }
-                    };
-                    this.complete_join(room, sub, Some(since), fetched);
+        // Read the older events from the store (Redis, or the database) when this node's
+        // memory does not reach back to `since`.
+        let (oldest, last) = match self.rooms.get(room.as_str()) {
+            Some(r) => (r.history.front().map(|e| e.seq), r.seq),
+            None => (
+                None,
+                self.durable
+                    .as_ref()
+                    .and_then(|d| d.heads.get(room.as_str()).map(|h| h.1))
+                    .unwrap_or(0),
+            ),
+        };
+        let reaches = |since: u64| oldest.is_some_and(|oldest| since.saturating_add(1) >= oldest);
+        // With Redis this node may not know the room's last number: ask the store.
+        let behind = |since: u64| since < last || self.connected_bus().is_some();
+        if let Some(since) = since.filter(|s| behind(*s) && !reaches(*s)) {
+            let cap = self.config.history_limit.max(MAX_APPEND_BATCH);
+            let fetch_room = room.clone();
+            let fetch: Option<Fetch> = if let Some(bus) = self.connected_bus() {
+                Some(Box::pin(async move {
+                    bus.history(&fetch_room, since, cap)
+                        .await
+                        .map(StoredEvent::from_bus)
+                }))
+            } else if let Some(d) = &self.durable {
+                let db = d.db().clone();
+                Some(Box::pin(async move {
+                    db.room_events_after(&fetch_room, since, cap)
+                        .await
+                        .map(|rows| {
+                            rows.into_iter()
+                                .map(|(seq, json)| {
+                                    StoredEvent::from_json(
+                                        u64::try_from(seq).unwrap_or(0),
+                                        json.into(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string())
+                }))
+            } else {
+                None
+            };
+            if let Some(fetch) = fetch {
+                ctx.spawn(fetch.into_actor(self).map(move |result, this, _| {
+                    let fetched = result.unwrap_or_else(|e| {
+                        // Replay what memory holds; the client is told it is incomplete.
+                        log::warn!("room={room}: reading its history failed ({e})");
+                        Vec::new()
+                    });
+                    this.complete_join(room, sub, since_and_epoch(Some(since), epoch), fetched);
                 }));
                 return;
             }
         }
-        self.complete_join(room, sub, since, Vec::new());
+        self.complete_join(room, sub, since_and_epoch(since, epoch), Vec::new());
     }
+}
+
+/// Reading older events from the store.
+type Fetch = std::pin::Pin<Box<dyn Future<Output = Result<Vec<StoredEvent>, String>>>>;
+
+/// What a joining client already has: the last sequence number, and the epoch it is in.
+pub(super) struct Have {
+    since: u64,
+    epoch: Option<String>,
+}
+
+fn since_and_epoch(since: Option<u64>, epoch: Option<String>) -> Option<Have> {
+    since.map(|since| Have { since, epoch })
 }
 
 impl RoomBroker {
@@ -98,7 +147,7 @@ impl RoomBroker {
         &mut self,
         room: String,
         sub: Subscriber,
-        since: Option<u64>,
+        have: Option<Have>,
         fetched: Vec<StoredEvent>,
     ) {
         // The client may have gone (or its session disconnected) while its replay was
@@ -106,7 +155,7 @@ impl RoomBroker {
         if sub.out.is_closed() || (sub.session.is_some() && !self.members.contains_key(&sub.id)) {
             return;
         }
-        if since.is_some()
+        if have.is_some()
             && sub
                 .replay_budget
                 .as_ref()
@@ -129,49 +178,81 @@ impl RoomBroker {
         }
         let rejoin = r.subs.contains_key(&sub.id);
         let json = sub.format == EventFormat::Json;
+        let epoch = r.epoch.clone();
+        // What to replay, and whether that is everything the client missed.
+        let mut recovered = None;
+        let mut replay: Vec<&StoredEvent> = Vec::new();
+        if let Some(have) = &have {
+            let same_epoch = match (&have.epoch, &epoch) {
+                (Some(theirs), Some(ours)) => **theirs == **ours,
+                // A client that does not say its epoch is taken at its word; a room with
+                // no epoch yet has no events.
+                (None, _) => true,
+                (Some(_), None) => have.since == 0,
+            };
+            if same_epoch && have.since <= r.seq {
+                let oldest = fetched
+                    .first()
+                    .or(r.history.front())
+                    .map_or(r.seq + 1, |e| e.seq);
+                let after_fetched = fetched.last().map_or(have.since, |e| e.seq);
+                replay = fetched
+                    .iter()
+                    .filter(|e| e.seq > have.since)
+                    .chain(r.history.iter().filter(|e| e.seq > after_fetched))
+                    .collect();
+                recovered = Some(have.since.saturating_add(1) >= oldest || have.since >= r.seq);
+            } else {
+                // The numbering started again (or the client is from the future): its
+                // `since` says nothing about what it missed.
+                recovered = Some(false);
+            }
+        }
+        let sizes: Vec<usize> = replay.iter().map(|e| e.json.len()).collect();
+        let start = replay_start(&sizes, sub.out.limits());
+        if start > 0 {
+            recovered = Some(false);
+        }
         if json {
             let _ = sub.out.text(
                 ServerMsg::Joined {
                     room: &room,
                     seq: r.seq,
+                    epoch: epoch.as_deref(),
+                    recovered,
                 }
                 .to_text(),
             );
         }
-        if let Some(since) = since {
-            let oldest = fetched
-                .first()
-                .or(r.history.front())
-                .map(|e| e.seq)
-                .unwrap_or(r.seq + 1);
-            if since.saturating_add(1) < oldest && json {
-                let _ = sub.out.text(
-                    ServerMsg::Error {
-                        code: "history_truncated",
-                        message: &format!(
-                            "events {}..{} are no longer kept; replay starts at {oldest}",
-                            since.saturating_add(1),
-                            oldest - 1
-                        ),
-                    }
-                    .to_text(),
-                );
+        if sub.format == EventFormat::Sse {
+            // SSE: the stream's state first, as an event EventSource clients may listen to.
+            let state = ServerMsg::Joined {
+                room: &room,
+                seq: r.seq,
+                epoch: epoch.as_deref(),
+                recovered,
             }
-            let after_fetched = fetched.last().map_or(since, |e| e.seq);
-            let replay: Vec<&StoredEvent> = fetched
-                .iter()
-                .filter(|e| e.seq > since)
-                .chain(r.history.iter().filter(|e| e.seq > after_fetched))
-                .collect();
-            let sizes: Vec<usize> = replay.iter().map(|e| e.json.len()).collect();
-            let start = replay_start(&sizes, sub.out.limits());
-            if start > 0 && json {
+            .to_text();
+            let _ = sub.out.try_send(OutFrame::Text(
+                format!("event: joined\ndata: {state}\n\n").into(),
+            ));
+        }
+        if let Some(have) = &have {
+            if recovered == Some(false) && json {
                 let message = match replay.get(start) {
-                    Some(first) => format!(
+                    Some(first) if start > 0 => format!(
                         "replay starts at {}: older events do not fit the client's queue",
                         first.seq
                     ),
-                    None => "the events to replay do not fit the client's queue".to_owned(),
+                    Some(first) => format!(
+                        "events {}..{} are no longer kept; replay starts at {}",
+                        have.since.saturating_add(1),
+                        first.seq - 1,
+                        first.seq
+                    ),
+                    None => {
+                        "the events after since cannot be replayed; reload the state".to_owned()
+                    }
                 };
                 let _ = sub.out.text(
                     ServerMsg::Error {
@@ -183,7 +264,7 @@ impl RoomBroker {
             }
             let mut replayed = 0;
             for ev in &replay[start..] {
-                let text = ev.render(sub.format);
+                let text = ev.render(sub.format, epoch.as_deref());
                 replayed += text.len();
                 let _ = sub.out.try_send(OutFrame::Text(text));
             }

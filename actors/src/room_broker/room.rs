@@ -49,6 +49,11 @@ impl StoredEvent {
         }
     }
 
+    /// An event as stored: its sequence number and `event` frame JSON.
+    pub(super) fn from_json(seq: u64, json: ByteString) -> Self {
+        Self { seq, json }
+    }
+
     /// The room events among `events` (read from the Redis history).
     pub(super) fn from_bus(events: Vec<BusEvent>) -> Vec<Self> {
         events
@@ -60,14 +65,21 @@ impl StoredEvent {
             .collect()
     }
 
-    /// The event as a subscriber of `format` receives it.
-    pub(super) fn render(&self, format: EventFormat) -> ByteString {
+    /// The event as a subscriber of `format` receives it; an SSE event's id is
+    /// `<epoch>:<seq>` (what `Last-Event-ID` sends back), or `<seq>` in a room without an
+    /// epoch.
+    pub(super) fn render(&self, format: EventFormat, epoch: Option<&str>) -> ByteString {
         match format {
             EventFormat::Json => self.json.clone(),
             EventFormat::Text => text_of(&self.json),
-            EventFormat::Sse => {
-                format!("id: {}\nevent: message\ndata: {}\n\n", self.seq, self.json).into()
+            EventFormat::Sse => match epoch {
+                Some(epoch) => format!(
+                    "id: {epoch}:{}\nevent: message\ndata: {}\n\n",
+                    self.seq, self.json
+                ),
+                None => format!("id: {}\nevent: message\ndata: {}\n\n", self.seq, self.json),
             }
+            .into(),
         }
     }
 }
@@ -87,8 +99,13 @@ fn text_of(json: &ByteString) -> ByteString {
 /// A room: its subscribers, numbering, history and typing debounce.
 pub(super) struct Room {
     pub(super) name: Arc<str>,
-    /// The last sequence number assigned (or seen on the bus).
+    /// The last sequence number delivered to this node's subscribers (or seen on the bus).
     pub(super) seq: u64,
+    /// The last sequence number given (without Redis): ahead of `seq` while events wait
+    /// to be stored.
+    pub(super) assigned: u64,
+    /// The room's epoch; `None` until its first event.
+    pub(super) epoch: Option<Arc<str>>,
     /// The newest events, oldest first, at most `ROOM_HISTORY_SIZE` and
     /// `ROOM_HISTORY_MAX_BYTES`.
     pub(super) history: VecDeque<StoredEvent>,
@@ -116,6 +133,8 @@ impl Room {
             presence_events,
             name: name.into(),
             seq: 0,
+            assigned: 0,
+            epoch: None,
             history: VecDeque::new(),
             history_bytes: 0,
             subs: indexmap::IndexMap::new(),
@@ -185,9 +204,10 @@ impl Room {
         self.visible
     }
 
-    /// Whether the room holds nothing worth keeping: no subscribers, no events.
-    pub(super) fn is_vacant(&self) -> bool {
-        self.subs.is_empty() && self.seq == 0
+    /// Whether the room holds nothing worth keeping in memory: no subscribers, and no
+    /// events that are not stored elsewhere (with a store, its head is reloaded from it).
+    pub(super) fn is_vacant(&self, stored: bool) -> bool {
+        self.subs.is_empty() && (stored || self.seq == 0) && self.assigned == self.seq
     }
 }
 
@@ -232,15 +252,17 @@ mod tests {
     fn an_event_is_written_once_per_format() {
         let ev = event(7, r#""hello""#);
         assert_eq!(
-            &*ev.render(EventFormat::Json),
+            &*ev.render(EventFormat::Json, None),
             r#"{"type":"event","room":"lobby","seq":7,"from":"alice","user":"alice","data":"hello","ts":"2026-12-01T00:00:00.000Z"}"#
         );
-        assert_eq!(&*ev.render(EventFormat::Text), "hello");
-        let sse = ev.render(EventFormat::Sse);
+        assert_eq!(&*ev.render(EventFormat::Text, None), "hello");
+        let sse = ev.render(EventFormat::Sse, None);
         assert!(sse.starts_with("id: 7\nevent: message\ndata: {\"type\":\"event\""));
         assert!(sse.ends_with("}\n\n"));
+        let with_epoch = ev.render(EventFormat::Sse, Some("0af3"));
+        assert!(with_epoch.starts_with("id: 0af3:7\nevent: message\n"));
         let obj = event(8, r#"{"n":1}"#);
-        assert_eq!(&*obj.render(EventFormat::Text), r#"{"n":1}"#);
+        assert_eq!(&*obj.render(EventFormat::Text, None), r#"{"n":1}"#);
     }
 
     #[test]

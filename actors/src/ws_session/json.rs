@@ -50,6 +50,15 @@ impl WsSession {
         self.chat_line(ctx, line);
     }
 
+    /// The idempotency key of a publish with `id`: the publisher (its user, or the name a
+    /// guest is shown under) and the id.
+    fn idempotency_key(&self, id: &str) -> String {
+        match &self.identity.user {
+            Some(user) => format!("u:{user}:{id}"),
+            None => format!("n:{}:{id}", self.name),
+        }
+    }
+
     /// Whether `/ws/chat` joins and leaves are announced: they are presence, so they follow
     /// the namespace's `presence_events`, not the client's right to publish (the line
     /// names the client as it is shown, a guest as a guest).
@@ -69,6 +78,7 @@ impl WsSession {
             user: self.identity.user.clone(),
             data,
             ack: None,
+            key: None,
         };
         if self.broker.try_send(msg).is_err() {
             self.overloaded(ctx);
@@ -150,7 +160,12 @@ impl WsSession {
                 self.send(ctx, text);
             }
             ClientMsg::Refresh { token } => self.refresh(ctx, &token),
-            ClientMsg::Join { room, since, token } => {
+            ClientMsg::Join {
+                room,
+                since,
+                epoch,
+                token,
+            } => {
                 if !self.rooms.contains(&room) && self.rooms.len() >= self.config.max_rooms {
                     let message = format!(
                         "a connection may join at most {} rooms",
@@ -187,6 +202,7 @@ impl WsSession {
                     subscriber: self.subscriber(ctx, EventFormat::Json, &room),
                     room: room.clone(),
                     since,
+                    epoch,
                 };
                 if self.broker.try_send(join).is_ok() {
                     self.rooms.insert(room);
@@ -228,6 +244,7 @@ impl WsSession {
                     from: self.name.clone(),
                     user: self.identity.user.clone(),
                     data,
+                    key: id.as_ref().map(|id| self.idempotency_key(id)),
                     ack: id.map(|id| (id, self.out.clone())),
                 };
                 if self.broker.try_send(publish).is_err() {

@@ -321,6 +321,7 @@ impl Actor for WsSession {
                     room: CHAT_ROOM.to_owned(),
                     subscriber: self.subscriber(ctx, EventFormat::Text, CHAT_ROOM),
                     since: None,
+                    epoch: None,
                 });
                 self.rooms.insert(CHAT_ROOM.to_owned());
                 if self.announces_chat() {
@@ -358,6 +359,7 @@ impl Actor for WsSession {
                     user: self.identity.user.clone(),
                     data,
                     ack: None,
+                    key: None,
                 });
             }
         }

@@ -11,6 +11,8 @@ pub struct SseClient {
         Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>,
     >,
     buf: String,
+    /// A room stream's `joined` event (its data as JSON), read when the stream opened.
+    pub joined: serde_json::Value,
 }
 
 /// One SSE event.
@@ -19,6 +21,14 @@ pub struct SseEvent {
     pub id: Option<String>,
     pub event: Option<String>,
     pub data: String,
+}
+
+impl SseEvent {
+    /// The sequence number in a room event's id (`<epoch>:<seq>`).
+    pub fn seq(&self) -> Option<u64> {
+        let id = self.id.as_deref()?;
+        id.rsplit(':').next()?.parse().ok()
+    }
 }
 
 impl SseClient {
@@ -41,10 +51,19 @@ impl SseClient {
             res.headers().get("content-type").unwrap(),
             "text/event-stream"
         );
-        Self {
+        let mut client = Self {
             body: Box::pin(res),
             buf: String::new(),
+            joined: serde_json::Value::Null,
+        };
+        // A room's stream starts with `joined`: the room's seq and epoch, and whether the
+        // replay is everything the client missed.
+        if url.contains("/rooms/") && url.split('?').next().unwrap_or("").ends_with("/events") {
+            let first = client.next_event().await.expect("the joined event");
+            assert_eq!(first.event.as_deref(), Some("joined"), "{first:?}");
+            client.joined = serde_json::from_str(&first.data).expect("JSON");
         }
+        client
     }
 
     /// The next event with data (comments and `retry:` lines are skipped); `None` at the end.

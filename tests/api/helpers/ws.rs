@@ -28,7 +28,12 @@ impl WsClient {
 
     /// Connects to `path` with extra request headers.
     pub async fn connect_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Self {
-        let url = format!("ws://127.0.0.1:{}{}", app.port, path);
+        Self::connect_to(app.port, path, headers).await
+    }
+
+    /// Connects to `path` on the server at `port` (a server process).
+    pub async fn connect_to(port: u16, path: &str, headers: &[(&str, &str)]) -> Self {
+        let url = format!("ws://127.0.0.1:{port}{path}");
         let mut req = awc::Client::new().ws(url).max_frame_size(16 << 20);
         for (name, value) in headers {
             req = req.header(*name, *value);

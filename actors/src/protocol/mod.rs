@@ -30,6 +30,9 @@ pub enum ClientMsg {
         room: String,
         /// The last sequence number the client already has.
         since: Option<u64>,
+        /// The room's epoch when the client got `since` (from `joined`); a different epoch
+        /// means the numbering started again and `since` says nothing.
+        epoch: Option<String>,
         /// A subscription token for this room.
         token: Option<String>,
     },
@@ -112,6 +115,7 @@ struct JoinFields {
     _kind: String,
     room: String,
     since: Option<u64>,
+    epoch: Option<String>,
     token: Option<String>,
 }
 
@@ -176,9 +180,16 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, ProtocolViolation> {
         }
         "join" => {
             let f: JoinFields = fields(text)?;
+            if f.epoch.as_ref().is_some_and(|e| e.len() > MAX_EPOCH_LEN) {
+                return Err(ProtocolViolation::new(
+                    "invalid_message",
+                    format!("epoch is at most {MAX_EPOCH_LEN} characters"),
+                ));
+            }
             ClientMsg::Join {
                 room: checked_room(f.room)?,
                 since: f.since,
+                epoch: f.epoch,
                 token: f.token,
             }
         }
@@ -225,6 +236,9 @@ fn checked_room(room: String) -> Result<String, ProtocolViolation> {
     validate_room(&room).map_err(|m| ProtocolViolation::new("invalid_room", m))?;
     Ok(room)
 }
+
+/// Longest epoch a client may send back.
+pub const MAX_EPOCH_LEN: usize = 32;
 
 /// Room names: 1–64 characters of ASCII letters, digits, `-`, `_`, `.` and `:`; a personal
 /// room adds `#` and the users it is for, separated by commas (`dm:#alice,bob`).
@@ -354,6 +368,25 @@ pub enum ServerMsg<'a> {
         room: &'a str,
         /// The last sequence number assigned in the room.
         seq: u64,
+        /// The room's epoch: it changes when the room's history is lost, and sequence
+        /// numbers start again; `null` for a room nothing was published in yet.
+        epoch: Option<&'a str>,
+        /// With `since`: whether every event after it was replayed. `false` means events
+        /// are missing (the epoch changed, or they are no longer kept): reload the state.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// Events of the room may have been missed (the room's history was lost, or could not
+    /// be read back after an outage): reload the state; live events follow from `seq`.
+    Resync {
+        /// The room.
+        room: &'a str,
+        /// The last sequence number in the room now.
+        seq: u64,
+        /// The room's epoch now.
+        epoch: Option<&'a str>,
+        /// Always `false`.
+        recovered: bool,
     },
     /// The member left the room.
     Left {
@@ -450,152 +483,4 @@ pub struct EventFrame<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_refuses() {
-        assert!(matches!(
-            parse_client(r#"{"type":"ping"}"#),
-            Ok(ClientMsg::Ping)
-        ));
-        assert!(matches!(
-            parse_client(r#"{"type":"join","room":"lobby","since":3}"#),
-            Ok(ClientMsg::Join { since: Some(3), .. })
-        ));
-        let code = |t: &str| parse_client(t).unwrap_err().code;
-        assert_eq!(code("{bad"), "invalid_json");
-        assert_eq!(code("[1]"), "invalid_message");
-        assert_eq!(code(r#"{"room":"x"}"#), "missing_type");
-        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
-        assert_eq!(code(r#"{"type":"join"}"#), "invalid_message");
-        assert_eq!(code(r#"{"type":"ping","extra":1}"#), "invalid_message");
-        assert_eq!(
-            code(r#"{"type":"join","room":"no spaces"}"#),
-            "invalid_room"
-        );
-        assert_eq!(code(r#"{"type":"publish","room":"a"}"#), "invalid_message");
-    }
-
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_owned()).unwrap()
-    }
-
-    #[test]
-    fn published_data_is_compacted_outside_strings() {
-        let data = compact_data(
-            raw("{\n  \"a\" : [1, 2],\r\n \"b\": \"x \\\" y\\n\"\n}"),
-            64,
-        )
-        .unwrap();
-        assert_eq!(data.get(), r#"{"a":[1,2],"b":"x \" y\n"}"#);
-        assert!(!data.get().contains(['\n', '\r']));
-        // Already compact: kept as it is.
-        assert_eq!(
-            compact_data(raw(r#"{"a":"b c"}"#), 64).unwrap().get(),
-            r#"{"a":"b c"}"#
-        );
-    }
-
-    #[test]
-    fn published_data_nested_too_deep_is_refused() {
-        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert!(compact_data(raw(&deep(64)), 64).is_ok());
-        assert!(compact_data(raw(&deep(65)), 64).is_err());
-        // Brackets inside strings do not count.
-        let text = format!("\"{}\"", "[".repeat(100));
-        assert!(compact_data(raw(&text), 64).is_ok());
-    }
-
-    proptest::proptest! {
-        /// Any text a client sends is parsed or refused with an error frame; never a panic.
-        #[test]
-        fn arbitrary_frames_never_panic(text in ".{0,300}") {
-            let _ = parse_client(&text);
-        }
-
-        /// Frames that look like the protocol, with arbitrary values, never panic either,
-        /// and an accepted publish keeps its data.
-        #[test]
-        fn protocol_shaped_frames_never_panic(
-            kind in proptest::sample::select(vec!["ping", "message", "join", "leave", "publish", "presence", "typing", "x"]),
-            room in "[ -~]{0,70}",
-            since in proptest::option::of(proptest::prelude::any::<u64>()),
-            data in "[ -~]{0,40}",
-        ) {
-            let frame = serde_json::json!({"type": kind, "room": room, "since": since, "data": data, "id": "c1"});
-            let _ = parse_client(&frame.to_string());
-        }
-
-        /// Compacting keeps the value exactly (as parsed) and leaves no raw line breaks.
-        #[test]
-        fn compacting_keeps_the_value(value in arbitrary_json()) {
-            let pretty = serde_json::to_string_pretty(&value).unwrap();
-            let compact = compact_data(RawValue::from_string(pretty).unwrap(), 128).unwrap();
-            proptest::prop_assert!(!compact.get().contains(['\n', '\r']));
-            let back: serde_json::Value = serde_json::from_str(compact.get()).unwrap();
-            proptest::prop_assert_eq!(back, value);
-        }
-    }
-
-    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            "[ -~\n\t]{0,12}".prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map("[ -~]{0,6}", inner, 0..6)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    #[test]
-    fn room_names() {
-        for ok in [
-            "lobby",
-            "chat:lobby",
-            "a",
-            "A-b_c.d:e",
-            "user:#alice",
-            "dm:#alice,bob",
-            &"x".repeat(MAX_ROOM_NAME_LEN),
-        ] {
-            assert!(validate_room(ok).is_ok(), "{ok:?}");
-        }
-        for bad in [
-            "",
-            "no spaces",
-            "slash/es",
-            "ünïcode",
-            "#hash",
-            "dm:#",
-            "dm:#alice,",
-            "dm:#a#b",
-            "dm:#al ice",
-            &"x".repeat(MAX_ROOM_NAME_LEN + 1),
-        ] {
-            assert!(validate_room(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn publish_ids_are_bounded() {
-        let frame = |id: &str| format!(r#"{{"type":"publish","room":"a","data":1,"id":"{id}"}}"#);
-        assert!(parse_client(&frame("c1")).is_ok());
-        assert_eq!(
-            parse_client(&frame("")).unwrap_err().code,
-            "invalid_message"
-        );
-        let long = "i".repeat(MAX_CLIENT_ID_LEN + 1);
-        assert_eq!(
-            parse_client(&frame(&long)).unwrap_err().code,
-            "invalid_message"
-        );
-    }
-}
+mod tests;

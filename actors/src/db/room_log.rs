@@ -1,0 +1,207 @@
+//! Rooms' numbering and history in the relational store, for a server without Redis: the
+//! `rooms` table holds each room's epoch and last sequence number, `room_events` its newest
+//! events (the `event` frame's JSON). The broker appends a batch of events here, in one
+//! transaction, before any subscriber receives them, so what a client was sent survives a
+//! restart and no number is given twice.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use super::models::now;
+use super::schema::{room_events, rooms};
+use super::{on_conn, Database, DbError};
+
+/// A room's epoch and last sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = rooms)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct RoomHead {
+    /// The room.
+    pub room: String,
+    /// Its epoch: changes when its history is lost.
+    pub epoch: String,
+    /// The last sequence number given.
+    pub last_seq: i64,
+    /// When it last changed.
+    pub updated_at: NaiveDateTime,
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = room_events)]
+pub struct NewRoomEvent {
+    /// The room.
+    pub room: String,
+    /// Its sequence number.
+    pub seq: i64,
+    /// The `event` frame's JSON.
+    pub event: String,
+    /// When it was published.
+    pub created_at: NaiveDateTime,
+}
+
+/// What one append does to one room: its new head, and the oldest sequence number kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAppend {
+    /// The room's head after the append.
+    pub head: RoomHead,
+    /// Events before this sequence number are deleted (the room keeps its newest
+    /// `history_size`).
+    pub keep_from: i64,
+}
+
+impl RoomHead {
+    /// A head for `room` now.
+    pub fn new(room: &str, epoch: &str, last_seq: u64) -> Self {
+        Self {
+            room: room.to_owned(),
+            epoch: epoch.to_owned(),
+            last_seq: i64::try_from(last_seq).unwrap_or(i64::MAX),
+            updated_at: now(),
+        }
+    }
+}
+
+impl Database {
+    /// Every room's head.
+    pub async fn load_room_heads(&self) -> Result<Vec<RoomHead>, DbError> {
+        on_conn!(self, "load_room_heads", |conn| async {
+            rooms::table
+                .select(RoomHead::as_select())
+                .load(conn)
+                .await
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// One room's head, if the room is known.
+    pub async fn room_head(&self, room: &str) -> Result<Option<RoomHead>, DbError> {
+        on_conn!(self, "room_head", |conn| async {
+            rooms::table
+                .find(room)
+                .select(RoomHead::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Appends `events` and moves each room of `rooms` to its new head, trimming its old
+    /// events, in one transaction: all of it is stored, or none.
+    pub async fn append_room_events(
+        &self,
+        events: &[NewRoomEvent],
+        rooms_changed: &[RoomAppend],
+    ) -> Result<(), DbError> {
+        // Postgres takes each chunk in one `INSERT`; SQLite (no batch insert in diesel)
+        // row by row, inside the same transaction, which costs no round trips.
+        macro_rules! append {
+            ($conn:ident, |$tx:ident| $insert:expr) => {
+                $conn
+                    .transaction::<_, diesel::result::Error, _>(|$tx| {
+                        async move {
+                            $insert;
+                            for change in rooms_changed {
+                                diesel::insert_into(rooms::table)
+                                    .values(&change.head)
+                                    .on_conflict(rooms::room)
+                                    .do_update()
+                                    .set((
+                                        rooms::epoch.eq(excluded(rooms::epoch)),
+                                        rooms::last_seq.eq(excluded(rooms::last_seq)),
+                                        rooms::updated_at.eq(excluded(rooms::updated_at)),
+                                    ))
+                                    .execute($tx)
+                                    .await?;
+                                diesel::delete(
+                                    room_events::table
+                                        .filter(room_events::room.eq(&change.head.room))
+                                        .filter(room_events::seq.lt(change.keep_from)),
+                                )
+                                .execute($tx)
+                                .await?;
+                            }
+                            Ok(())
+                        }
+                        .scope_boxed()
+                    })
+                    .await
+                    .map_err(|e| self.err(e))
+            };
+        }
+        on_conn!(self, "append_room_events",
+            postgres: |conn| async {
+                append!(conn, |tx| for chunk in events.chunks(APPEND_ROWS_PER_STATEMENT) {
+                    diesel::insert_into(room_events::table)
+                        .values(chunk)
+                        .execute(tx)
+                        .await?;
+                })
+            },
+            sqlite: |conn| async {
+                append!(conn, |tx| for event in events {
+                    diesel::insert_into(room_events::table)
+                        .values(event)
+                        .execute(tx)
+                        .await?;
+                })
+            }
+        )
+    }
+
+    /// Up to `limit` events of `room` after `since`, oldest first: `(seq, event JSON)`.
+    pub async fn room_events_after(
+        &self,
+        room: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, DbError> {
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        on_conn!(self, "room_events_after", |conn| async {
+            room_events::table
+                .filter(room_events::room.eq(room))
+                .filter(room_events::seq.gt(since))
+                .order(room_events::seq.asc())
+                .limit(limit)
+                .select((room_events::seq, room_events::event))
+                .load(conn)
+                .await
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Forgets what is older than `before`: events published before it, and rooms with no
+    /// event since (their numbering starts again, in a new epoch). Returns the rooms
+    /// forgotten.
+    pub async fn expire_room_history(&self, before: NaiveDateTime) -> Result<Vec<String>, DbError> {
+        on_conn!(self, "expire_room_history", |conn| async {
+            conn.transaction::<_, diesel::result::Error, _>(|tx| {
+                async move {
+                    diesel::delete(room_events::table.filter(room_events::created_at.lt(before)))
+                        .execute(tx)
+                        .await?;
+                    let gone: Vec<String> = rooms::table
+                        .filter(rooms::updated_at.lt(before))
+                        .select(rooms::room)
+                        .load(tx)
+                        .await?;
+                    diesel::delete(rooms::table.filter(rooms::updated_at.lt(before)))
+                        .execute(tx)
+                        .await?;
+                    Ok(gone)
+                }
+                .scope_boxed()
+            })
+            .await
+            .map_err(|e| self.err(e))
+        })
+    }
+}
+
+/// Rows per `INSERT` of an append on Postgres (4 bound values each, far below its limit).
+const APPEND_ROWS_PER_STATEMENT: usize = 1000;
