@@ -126,8 +126,10 @@ impl Realtime {
 /// Handles of the configured external stores; `None` means the embedded backend.
 #[derive(Clone, Default)]
 pub struct Stores {
-    /// Redis (`REDIS_URL`).
+    /// Redis (`REDIS_URL`), when it is not a cluster.
     pub redis: Option<RedisPool>,
+    /// The bus's commands (`REDIS_URL`): the pool above, or the cluster client.
+    pub bus_commands: Option<courier_actors::redis_bus::Commands>,
     /// Redis for the cache (`REDIS_URL_CACHE`), when it differs from `REDIS_URL`.
     pub redis_cache: Option<RedisPool>,
     /// Redis for sessions (`REDIS_URL_SESSION`), when it differs from `REDIS_URL`.

@@ -267,6 +267,8 @@ pub struct Config {
     pub mysql_url: Option<ServiceUrl>,
     /// `REDIS_URL`: Redis for the bus, history and presence; unset keeps them in process.
     pub redis_url: Option<ServiceUrl>,
+    /// `REDIS_CLUSTER`: `REDIS_URL` is a node of a Redis Cluster.
+    pub redis_cluster: bool,
     /// `REDIS_URL_CACHE`: Redis for the cache; falls back to `REDIS_URL`.
     pub redis_url_cache: Option<ServiceUrl>,
     /// `REDIS_URL_SESSION`: Redis for sessions; falls back to `REDIS_URL`.

@@ -350,6 +350,7 @@ impl Resolver {
         }
         let mysql_url = self.service_url(&s::MYSQL_URL)?;
         let redis_url = self.service_url(&s::REDIS_URL)?;
+        let redis_cluster = self.boolean(&s::REDIS_CLUSTER)?;
         let redis_url_cache = self.service_url(&s::REDIS_URL_CACHE)?;
         let redis_url_session = self.service_url(&s::REDIS_URL_SESSION)?;
         let mongodb_uri = self.service_url(&s::MONGODB_URI)?;
@@ -472,6 +473,7 @@ impl Resolver {
             extra_database_urls,
             mysql_url,
             redis_url,
+            redis_cluster,
             redis_url_cache,
             redis_url_session,
             mongodb_uri,

@@ -222,7 +222,9 @@ settings! {
     MYSQL_URL: url(&["mysql", "mysql+aiomysql"]), None,
         "MySQL; validated, not used: the relational store is PostgreSQL or SQLite";
     REDIS_URL: url(REDIS), None,
-        "Redis for the bus, presence and history; unset keeps them in process";
+        "Redis for the bus, presence and history (any node of a cluster with REDIS_CLUSTER); unset keeps them in the database";
+    REDIS_CLUSTER: Kind::Bool, Some("false"),
+        "REDIS_URL is a node of a Redis Cluster (Redis 7+): rooms are spread over its slots and use sharded pub/sub; the cache then needs REDIS_URL_CACHE or stays in process";
     REDIS_URL_CACHE: url(REDIS), None,
         "Redis for the cache; falls back to REDIS_URL";
     REDIS_URL_SESSION: url(REDIS), None,

@@ -39,6 +39,11 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// Longest idempotency key (a WebSocket publish `id` is bounded alike).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = courier_actors::protocol::MAX_CLIENT_ID_LEN;
 
+/// Rooms `GET /rooms` lists unless `limit` says otherwise.
+pub const DEFAULT_ROOMS_LIMIT: usize = 100;
+/// Most rooms one `GET /rooms` lists.
+pub const MAX_ROOMS_LIMIT: usize = 1000;
+
 /// Events returned by one history request unless `limit` says otherwise.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// Most events one history request returns.
@@ -289,34 +294,62 @@ pub async fn presence(
     Ok(web::Json(Presence { room, members }))
 }
 
-/// Every room this node knows.
+/// The rooms the caller may join.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Rooms {
     /// Rooms with their member counts and last sequence numbers.
     #[schema(value_type = Vec<Object>)]
     rooms: Vec<RoomSummary>,
+    /// `cluster`: members and numbers are every node's (read from Redis; `subscribers`
+    /// stays this node's SSE streams); `node`: this node's.
+    scope: &'static str,
 }
 
-/// The rooms the caller may join, with member counts (this node's connections) and last
-/// sequence numbers.
+/// Query of `/rooms`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsQuery {
+    /// At most this many rooms, 1–1000 (default 100); with Redis, the most recently
+    /// active.
+    limit: Option<usize>,
+}
+
+/// The rooms the caller may join, with member counts and last sequence numbers: with
+/// Redis the whole cluster's (`scope: cluster`), else this node's.
 #[utoipa::path(
-    get, path = "/rooms", tag = "rooms",
-    responses((status = 200, description = "The rooms", body = Rooms))
+    get, path = "/rooms", tag = "rooms", params(RoomsQuery),
+    responses(
+        (status = 200, description = "The rooms", body = Rooms),
+        (status = 422, description = "limit out of range", body = ErrorBody)
+    )
 )]
 pub async fn list(
     req: HttpRequest,
+    q: web::Query<RoomsQuery>,
     state: web::Data<AppState>,
 ) -> Result<web::Json<Rooms>, AppError> {
     let who = grant(&state, &req)?.identity;
+    let limit = q.limit.unwrap_or(DEFAULT_ROOMS_LIMIT);
+    if !(1..=MAX_ROOMS_LIMIT).contains(&limit) {
+        return Err(AppError::Unprocessable(format!(
+            "limit must be between 1 and {MAX_ROOMS_LIMIT}"
+        )));
+    }
     let access = &state.config.realtime.session.access;
-    let rooms = state
+    let list = state
         .realtime
         .broker
-        .send(ListRooms)
+        .send(ListRooms { limit })
         .await
-        .map_err(broker_down)?
+        .map_err(broker_down)?;
+    let rooms = list
+        .rooms
         .into_iter()
         .filter(|r| access.check(&who, &r.room, Action::Subscribe).is_ok())
         .collect();
-    Ok(web::Json(Rooms { rooms }))
+    Ok(web::Json(Rooms {
+        rooms,
+        scope: if list.cluster { "cluster" } else { "node" },
+    }))
 }

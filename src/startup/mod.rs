@@ -22,7 +22,7 @@ use courier_actors::db::Database;
 use courier_actors::db_executor::DbExecutor;
 use courier_actors::job_worker::{JobEvents, JobMetrics, JobWorker, ReleaseJobs, Runner, Smtp};
 use courier_actors::metrics::RealtimeMetrics;
-use courier_actors::redis_bus::RedisBus;
+use courier_actors::redis_bus::{BusConfig, RedisBus};
 use courier_actors::room_broker::{CloseAll, RoomBroker};
 use courier_actors::sse_feed::{CloseFeeds, SseFeed};
 use courier_actors::upload_store::UploadStore;
@@ -461,18 +461,20 @@ fn start_realtime(
     let realtime_metrics = RealtimeMetrics::register(metrics.registry());
     let arbiter = actix_rt::Arbiter::new();
     let feed = SseFeed::new(rt.feed.clone(), realtime_metrics.clone()).start(&arbiter.handle());
-    let bus = match (&config.redis_url, &stores.redis) {
-        (Some(url), Some(pool)) => Some(
-            RedisBus::new(
-                url.expose(),
-                pool.clone(),
-                &config.app_name,
-                &node,
-                rt.broker.history_limit,
-                config.redis_command_timeout,
-            )
-            .context("REDIS_URL is not usable for the bus")?,
-        ),
+    let bus = match (&config.redis_url, &stores.bus_commands) {
+        (Some(url), Some(commands)) => Some(RedisBus::new(
+            BusConfig {
+                urls: vec![url.expose().to_owned()],
+                cluster: config.redis_cluster,
+                prefix: config.app_name.clone(),
+                node: node.to_string(),
+                history_cap: rt.broker.history_limit,
+                history_ttl: rt.broker.history_ttl,
+                idempotency_window: rt.broker.idempotency_window,
+                timeout: config.redis_command_timeout,
+            },
+            commands.clone(),
+        )),
         _ => None,
     };
     let broker = RoomBroker::new(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use courier_actors::db::documents::DocumentStore;
 use courier_actors::db::{Database, DbMetrics};
+use courier_actors::redis_bus::Commands;
 use courier_actors::stores::{self, with_timeout};
 
 use crate::config::Config;
@@ -21,14 +22,24 @@ pub const MIGRATION_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     let mut stores = Stores::default();
     match &config.redis_url {
-        Some(url) => {
-            log::info!("redis: {}", url.redacted());
-            stores.redis = Some(
-                stores::redis::pool(url.expose(), &config.redis_pool)
-                    .context("REDIS_URL is not usable")?,
+        Some(url) if config.redis_cluster => {
+            log::info!("redis: cluster at {}", url.redacted());
+            stores.bus_commands = Some(
+                Commands::cluster(vec![url.expose().to_owned()], config.redis_command_timeout)
+                    .map_err(anyhow::Error::msg)
+                    .context("REDIS_URL is not usable as a cluster node")?,
             );
         }
-        None => log::info!("redis: REDIS_URL is unset; bus, presence and history stay in process"),
+        Some(url) => {
+            log::info!("redis: {}", url.redacted());
+            let pool = stores::redis::pool(url.expose(), &config.redis_pool)
+                .context("REDIS_URL is not usable")?;
+            stores.bus_commands = Some(Commands::Single(pool.clone()));
+            stores.redis = Some(pool);
+        }
+        None => log::info!(
+            "redis: REDIS_URL is unset; rooms are numbered and kept in the database, presence in process"
+        ),
     }
     for (name, url, slot) in [
         (

@@ -351,23 +351,44 @@ async fn publish(app: &TestApp, room: &str, data: Value) -> (u16, Value) {
     (res.status().as_u16(), body)
 }
 
-/// A full node forgets its quietest room without subscribers to make space for a new one.
+/// A full node lets go of its quietest room without subscribers to make space for a new
+/// one: memory holds at most MAX_ROOMS rooms, and the store keeps the others.
 #[actix_rt::test]
 async fn a_full_node_makes_space_from_its_quietest_unwatched_room() {
     let app = spawn_app_with(&[("MAX_ROOMS", "3")]).await;
+    let mut watcher = crate::helpers::WsClient::connect(&app, "/ws/json").await;
+    watcher
+        .send_json(json!({"type": "join", "room": "a"}))
+        .await;
+    watcher.json_of("joined").await;
     for room in ["a", "b", "c", "d", "e"] {
         let (status, body) = publish(&app, room, json!(1)).await;
         assert_eq!(status, 201, "{room}: {body}");
     }
     wait_for_metric(&app, "courier_rooms_forgotten_total", 2.0).await;
+    assert_eq!(app.metric("courier_rooms").await, Some(3.0));
+    // The watched room stays; the others are let go quietest first, and come back from the
+    // store with their numbering.
     let (_, _, rooms) = app.get_json("/rooms").await;
-    let names: Vec<&str> = rooms["rooms"]
+    let mut listed: Vec<(String, u64)> = rooms["rooms"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["room"].as_str().unwrap())
+        .map(|r| {
+            (
+                r["room"].as_str().unwrap().to_owned(),
+                r["last_seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(names, ["c", "d", "e"]);
+    listed.sort();
+    let all: Vec<(String, u64)> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|r| (r.to_string(), 1))
+        .collect();
+    assert_eq!(listed, all);
+    let (_, body) = publish(&app, "b", json!(2)).await;
+    assert_eq!(body["seq"], 2, "b continues its numbering");
 }
 
 /// Row 7: made-up HTTP methods share the metric label `other`.

@@ -1,14 +1,11 @@
 //! Many nodes over Redis: two courier servers share rooms through a real Redis, and survive
 //! Redis going away and coming back.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use crate::helpers::{
-    closed_port, service_url, services_required, spawn_app_with, wait_for_metric, SseClient,
-    TestApp, WsClient,
+    closed_port, service_url, spawn_app_with, wait_for_metric, OwnRedis, SseClient, TestApp,
+    WsClient,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn unique_app_name() -> String {
     format!("courier-test-{:08x}", rand::random::<u32>())
@@ -108,72 +105,11 @@ async fn two_nodes_share_a_room_in_seq_order() {
     assert_eq!(event_seqs(&mut late, 5).await, vec![46, 47, 48, 49, 50]);
 }
 
-/// A Redis server of the test's own, on a port of its own.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Option<Self> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if services_required() => panic!("redis-server cannot be started: {e}"),
-            Err(e) => {
-                eprintln!(
-                    "skipping: redis-server cannot be started ({e}); CI=true makes this a failure"
-                );
-                return None;
-            }
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            port,
-            child: Some(child),
-        })
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
+/// While Redis is down nothing is numbered anywhere: publishes are refused, so no two
+/// events can share a number. When Redis comes back empty, the room numbers again in a new
+/// epoch and every client is told (`resync`, `recovered: false`).
 #[actix_rt::test]
-async fn nodes_keep_delivering_locally_without_redis_and_reconnect_by_themselves() {
+async fn without_redis_publishes_are_refused_and_a_lost_room_starts_a_new_epoch() {
     let port = closed_port();
     let Some(mut redis) = OwnRedis::start(port) else {
         return;
@@ -197,29 +133,39 @@ async fn nodes_keep_delivering_locally_without_redis_and_reconnect_by_themselves
     assert_eq!(status, 503);
     assert_eq!(ready["checks"]["redis"]["status"], "down");
 
-    // Local delivery goes on, numbered after the last seq the node saw.
+    // Refused, over WebSocket and REST alike: nothing is numbered locally.
     publisher
         .send_json(json!({"type": "publish", "room": "resilient", "data": 2, "id": "2"}))
         .await;
-    let ack: Value = publisher.json_of("ack").await;
-    assert_eq!(ack, json!({"type": "ack", "id": "2", "seq": 2}));
-    assert_eq!(event_seqs(&mut on_a, 1).await, [2]);
+    assert_eq!(publisher.json_of("error").await["code"], "unavailable");
+    let res = a
+        .client
+        .post(a.url("/rooms/resilient/messages"))
+        .insert_header(("Authorization", format!("Bearer {}", token("ray"))))
+        .send_json(&json!({"data": 2}))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
 
-    // Redis comes back (empty): both nodes resubscribe and cross-node delivery resumes,
-    // with numbering that does not go backwards.
+    // Redis comes back empty: both nodes resubscribe; the retried publish starts a new
+    // epoch, and every client hears that first.
     let _redis = OwnRedis::start(port).expect("redis restarts");
     wait_for_metric(&a, "courier_bus_connected", 1.0).await;
     wait_for_metric(&b, "courier_bus_connected", 1.0).await;
     let (status, _, _) = a.get_json("/readyz").await;
     assert_eq!(status, 200);
     publisher
-        .send_json(json!({"type": "publish", "room": "resilient", "data": 3, "id": "3"}))
+        .send_json(json!({"type": "publish", "room": "resilient", "data": 2, "id": "2"}))
         .await;
-    let seq_a = event_seqs(&mut on_a, 1).await[0];
-    assert!(seq_a > 2, "seq {seq_a} continues after the local ones");
-    assert_eq!(
-        event_seqs(&mut on_b, 1).await,
-        [seq_a],
-        "the other node hears it again"
-    );
+    assert_eq!(publisher.json_of("ack").await["seq"], 1);
+    for ws in [&mut on_a, &mut on_b] {
+        let resync = ws.json_of("resync").await;
+        assert_eq!(resync["recovered"], false, "{resync}");
+        assert!(resync["epoch"].is_string(), "{resync}");
+        assert_eq!(event_seqs(ws, 1).await, [1]);
+    }
+}
+
+fn token(user: &str) -> String {
+    courier::auth::mint(&crate::helpers::test_secret(), user, 3600).unwrap()
 }

@@ -6,6 +6,8 @@ mod abuse;
 mod access;
 mod architecture;
 mod background_jobs;
+mod bus;
+mod chaos;
 mod cluster;
 mod config;
 mod data;

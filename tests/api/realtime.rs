@@ -640,7 +640,7 @@ async fn rest_rooms_refuse_bad_input() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"rooms": []}),
+        json!({"rooms": [], "scope": "node"}),
         "refused publishes created nothing"
     );
 }

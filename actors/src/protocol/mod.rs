@@ -237,6 +237,11 @@ fn checked_room(room: String) -> Result<String, ProtocolViolation> {
     Ok(room)
 }
 
+/// A new room epoch: 16 random hex digits.
+pub fn new_epoch() -> std::sync::Arc<str> {
+    format!("{:016x}", rand::random::<u64>()).into()
+}
+
 /// Longest epoch a client may send back.
 pub const MAX_EPOCH_LEN: usize = 32;
 

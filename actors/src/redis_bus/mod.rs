@@ -1,20 +1,32 @@
 //! The cross-node bus: Redis numbers room events, keeps their history and carries them to
-//! every node.
+//! the nodes that serve the room.
 //!
-//! Keys and channels, all prefixed with `APP_NAME`:
-//! - `{app}:room:{room}:seq` — the room's last sequence number (`INCR`);
-//! - `{app}:room:{room}:history` — a stream capped at `ROOM_HISTORY_SIZE` entries, entry id
-//!   `{seq}-1`, so `XRANGE` by sequence number is direct;
-//! - `{app}:room:{room}` — the pub/sub channel every node subscribes to (by pattern);
-//! - `{app}:presence:{room}` — a hash of member id → member, per room;
-//! - `{app}:node:{node}` — a key each live node refreshes; presence of dead nodes is ignored.
+//! Keys and channels, all prefixed with `APP_NAME`; every key of a room carries the room as
+//! a hash tag (`{<room>}`), so on a Redis Cluster a room lives in one slot:
+//! - `{app}:room:{<room>}:seq` — the room's last sequence number (`INCR`);
+//! - `{app}:room:{<room>}:epoch` — the room's epoch: made when the room has none (its first
+//!   event, or after Redis lost it), so a client can tell that the numbering started again;
+//! - `{app}:room:{<room>}:history` — a stream capped at `ROOM_HISTORY_SIZE` entries, entry
+//!   id `{seq}-1`, so `XRANGE` by sequence number is direct;
+//! - `{app}:room:{<room>}:idem:<key>` — the seq an idempotency key got, for
+//!   `IDEMPOTENCY_WINDOW_SECS`;
+//! - `{app}:room:{<room>}:replid` — the replication id of the Redis that numbered the room
+//!   last: when its master restarts or fails over, acknowledged writes may have been lost
+//!   (replication is asynchronous), so the next event starts a new epoch;
+//! - `{app}:room:{<room>}` — the room's shard channel (`SPUBLISH` / `SSUBSCRIBE`), which
+//!   only the nodes serving the room subscribe to;
+//! - `{app}:presence:{<room>}` — a hash of member id → member, each entry with an expiry
+//!   its node refreshes ([`presence`]);
+//! - `{app}:rooms` — a sorted set of rooms by their last publish, for `GET /rooms`.
 //!
-//! A publish is one Lua script: `INCR` the sequence, `XADD` to history, `PUBLISH` to the
-//! channel. Redis runs scripts one at a time, so the order of the published messages is the
-//! order of the sequence numbers, and every subscriber sees each room in `seq` order.
+//! A publish is one Lua script on the room's slot: check the idempotency key, make the
+//! epoch if there is none, `INCR` the sequence, `XADD` to history, set the keys' expiry
+//! (`ROOM_HISTORY_TTL_SECS`), `SPUBLISH` to the channel. Redis runs scripts one at a time,
+//! so the order of the published messages is the order of the sequence numbers. While the
+//! bus is down, nothing is numbered anywhere: publishes are refused (`unavailable`).
 //!
-//! The subscription runs on one dedicated connection that reconnects by itself with a
-//! bounded backoff; the broker is told when it drops and comes back.
+//! The subscription ([`subscriber`]) runs on one connection that is made again by itself
+//! with a bounded backoff; the broker is told when it drops and comes back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,95 +34,70 @@ use std::time::Duration;
 
 use actix::Message;
 use bb8_redis::redis;
-use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::mailbox::CountedRecipient;
-use crate::protocol::{MemberView, RoomEvent};
-use crate::stores::redis::RedisPool;
+use crate::protocol::RoomEvent;
 
+mod conn;
 mod presence;
+mod subscriber;
+mod wire;
 
+pub use conn::Commands;
 use presence::PendingPresence;
-pub use presence::PRESENCE_BATCH;
+pub use presence::{PRESENCE_BATCH, PRESENCE_REFRESH_INTERVAL, PRESENCE_TTL};
+pub use subscriber::{
+    HEARTBEAT_INTERVAL, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, SUBSCRIPTION_SILENCE_LIMIT,
+};
+use wire::{parse_wire, Wire};
+pub use wire::{BusEvent, Head, Published, ServerCommand};
 
-/// Shortest wait before resubscribing after the bus connection drops.
-pub const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(200);
-/// Longest wait between resubscription attempts.
-pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-/// How often this node refreshes its liveness key.
-pub const NODE_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a node's liveness key lives without a refresh.
-pub const NODE_TTL_SECS: u64 = 30;
-/// A subscription that hears nothing for this long (not even this node's own heartbeat,
-/// published every [`NODE_REFRESH_INTERVAL`]) is taken for a dead connection and renewed.
-pub const SUBSCRIPTION_SILENCE_LIMIT: Duration = Duration::from_secs(35);
-/// The channel suffix of the bus heartbeat (not a valid room name, so never a room).
+/// The channel "room" of this node's heartbeat (not a valid room name, so never a room).
 const HEARTBEAT_ROOM: &str = "#heartbeat";
-/// The channel suffix of server-API commands every node applies (not a valid room name).
+/// The channel "room" of server-API commands every node applies (not a valid room name).
 const COMMAND_ROOM: &str = "#command";
 
 const PUBLISH_SCRIPT: &str = r#"
-local seq = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[1])
-if seq <= floor then
-  seq = floor + 1
-  redis.call('SET', KEYS[1], seq)
+-- KEYS: seq, history, epoch, idempotency key (or the seq key again when there is none),
+--       the replication id the room was last numbered under
+-- ARGV: history cap, key expiry ms, event body (after seq and epoch), a new epoch,
+--       idempotency window ms (0: no key), channel
+local window = tonumber(ARGV[5])
+if window > 0 then
+  local prev = redis.call('GET', KEYS[4])
+  if prev then
+    return {tonumber(prev), redis.call('GET', KEYS[3]) or '', 1}
+  end
 end
-local msg = '{"seq":' .. seq .. ',' .. ARGV[3]
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-1', 'm', msg)
-redis.call('PUBLISH', KEYS[3], msg)
-return seq
+-- The shard's replication id changes when its master restarts or fails over: writes
+-- acknowledged before may be gone, so the numbering goes on in a new epoch.
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local epoch = redis.call('GET', KEYS[3])
+if (not epoch) or redis.call('EXISTS', KEYS[1]) == 0 then
+  -- The room has no numbering (new, expired, or lost with Redis): start anew.
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[1], KEYS[2])
+elseif redis.call('GET', KEYS[5]) ~= replid then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+end
+redis.call('SET', KEYS[5], replid, 'PX', ARGV[2])
+local seq = redis.call('INCR', KEYS[1])
+local msg = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '",' .. ARGV[3]
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-1', 'm', msg)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+if window > 0 then
+  redis.call('SET', KEYS[4], seq, 'PX', window)
+end
+redis.call('SPUBLISH', ARGV[6], msg)
+return {seq, epoch, 0}
 "#;
 
-/// Something that arrived on the bus.
-#[derive(Debug)]
-pub enum BusEvent {
-    /// A room event, numbered by Redis.
-    Event(RoomEvent),
-    /// A member joined on some node.
-    MemberJoined {
-        /// The room.
-        room: String,
-        /// Who.
-        member: MemberView,
-        /// The node it joined on.
-        node: String,
-    },
-    /// A member left on some node.
-    MemberLeft {
-        /// The room.
-        room: String,
-        /// Who.
-        member: MemberView,
-        /// The node it left from.
-        node: String,
-    },
-    /// The server API disconnected or unsubscribed clients on some node; every other node
-    /// does the same with its own connections.
-    Command(ServerCommand),
-}
-
-/// A server-API command for every node: disconnect (no `room`) or unsubscribe from `room`
-/// every connection of `user`, or the connection `client`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerCommand {
-    /// The room to take them out of; `None`: disconnect them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room: Option<String>,
-    /// Every connection of this user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// This connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    /// The node that received the request (it has applied it already).
-    pub node: String,
-}
-
-/// An event or presence change that arrived on the bus (or a publish Redis numbered),
-/// for the broker to apply.
+/// An event or presence change that arrived on the bus, for the broker to apply.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct FromBus {
@@ -118,8 +105,8 @@ pub struct FromBus {
     pub event: BusEvent,
 }
 
-/// The bus subscription connected or dropped; on reconnect the broker catches up from
-/// the history.
+/// The bus subscription connected or dropped; on reconnect the broker catches up on every
+/// room it serves.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct BusStatus {
@@ -134,38 +121,47 @@ struct Deliveries {
     status: CountedRecipient<BusStatus>,
 }
 
-/// What travels on a room channel.
-#[derive(Serialize, Deserialize)]
-struct Wire<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-    k: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    from: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ts: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    member: Option<MemberView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<&'a str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cmd: Option<ServerCommand>,
+/// The bus's settings.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// `REDIS_URL`: the Redis, or the seed nodes of a cluster (comma-separated).
+    pub urls: Vec<String>,
+    /// `REDIS_CLUSTER`: a Redis Cluster (sharded pub/sub, slots per room).
+    pub cluster: bool,
+    /// `APP_NAME`: the prefix of every key and channel.
+    pub prefix: String,
+    /// This node's id.
+    pub node: String,
+    /// `ROOM_HISTORY_SIZE`: the history stream's cap.
+    pub history_cap: usize,
+    /// `ROOM_HISTORY_TTL_SECS`: a room's keys expire this long after its last event.
+    pub history_ttl: Duration,
+    /// `IDEMPOTENCY_WINDOW_SECS`.
+    pub idempotency_window: Duration,
+    /// `REDIS_COMMAND_TIMEOUT_MS`: longest a command may take.
+    pub timeout: Duration,
 }
 
 struct Inner {
-    client: redis::Client,
-    pool: RedisPool,
+    commands: Commands,
+    urls: Vec<String>,
+    cluster: bool,
     prefix: String,
     node: String,
     history_cap: usize,
+    history_ttl: Duration,
+    idempotency_window: Duration,
     timeout: Duration,
     connected: AtomicBool,
     script: redis::Script,
     presence: PendingPresence,
+    subscription: std::sync::Mutex<Option<mpsc::UnboundedSender<subscriber::Request>>>,
+}
+
+impl Inner {
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
 }
 
 /// A handle on the bus; cheap to clone.
@@ -179,62 +175,34 @@ impl std::fmt::Debug for RedisBus {
         f.debug_struct("RedisBus")
             .field("prefix", &self.inner.prefix)
             .field("node", &self.inner.node)
+            .field("cluster", &self.inner.cluster)
             .finish()
     }
 }
 
-fn parse_wire(room: String, payload: &[u8]) -> Option<BusEvent> {
-    let wire: Wire<'_> = serde_json::from_slice(payload).ok()?;
-    match wire.k {
-        "e" => Some(BusEvent::Event(RoomEvent {
-            room,
-            seq: wire.seq?,
-            from: wire.from?.into(),
-            user: wire.user.map(Into::into),
-            data: wire.data?.to_owned(),
-            ts: wire.ts?.to_owned(),
-        })),
-        "j" => Some(BusEvent::MemberJoined {
-            room,
-            member: wire.member?,
-            node: wire.node?.to_owned(),
-        }),
-        "l" => Some(BusEvent::MemberLeft {
-            room,
-            member: wire.member?,
-            node: wire.node?.to_owned(),
-        }),
-        "c" if room == COMMAND_ROOM => Some(BusEvent::Command(wire.cmd?)),
-        _ => None,
-    }
-}
-
 impl RedisBus {
-    /// A bus over `url`, with keys under `prefix` (`APP_NAME`), for node `node`.
-    pub fn new(
-        url: &str,
-        pool: RedisPool,
-        prefix: &str,
-        node: &str,
-        history_cap: usize,
-        timeout: Duration,
-    ) -> redis::RedisResult<Self> {
-        Ok(Self {
+    /// A bus for `config`, sending commands through `commands`.
+    pub fn new(config: BusConfig, commands: Commands) -> Self {
+        Self {
             inner: Arc::new(Inner {
-                client: redis::Client::open(url)?,
-                pool,
-                prefix: prefix.to_owned(),
-                node: node.to_owned(),
-                history_cap: history_cap.max(1),
-                timeout,
+                commands,
+                urls: config.urls,
+                cluster: config.cluster,
+                prefix: config.prefix,
+                node: config.node,
+                history_cap: config.history_cap.max(1),
+                history_ttl: config.history_ttl,
+                idempotency_window: config.idempotency_window,
+                timeout: config.timeout,
                 connected: AtomicBool::new(false),
                 script: redis::Script::new(PUBLISH_SCRIPT),
                 presence: PendingPresence::default(),
+                subscription: std::sync::Mutex::new(None),
             }),
-        })
+        }
     }
 
-    /// Whether the subscription is live now.
+    /// Whether the subscription is live now (publishes are refused while it is not).
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Relaxed)
     }
@@ -244,26 +212,25 @@ impl RedisBus {
         self.inner.node == node
     }
 
+    /// The room's shard channel.
     fn channel(&self, room: &str) -> String {
-        format!("{}:room:{room}", self.inner.prefix)
+        format!("{}:room:{{{room}}}", self.inner.prefix)
     }
 
-    fn history_key(&self, room: &str) -> String {
-        format!("{}:room:{room}:history", self.inner.prefix)
+    fn room_key(&self, room: &str, what: &str) -> String {
+        format!("{}:room:{{{room}}}:{what}", self.inner.prefix)
     }
 
     fn presence_key(&self, room: &str) -> String {
-        format!("{}:presence:{room}", self.inner.prefix)
+        format!("{}:presence:{{{room}}}", self.inner.prefix)
     }
 
-    fn node_key(&self, node: &str) -> String {
-        format!("{}:node:{node}", self.inner.prefix)
+    fn rooms_key(&self) -> String {
+        format!("{}:rooms", self.inner.prefix)
     }
 
-    async fn conn(
-        &self,
-    ) -> Result<bb8::PooledConnection<'_, bb8_redis::RedisConnectionManager>, String> {
-        self.inner.pool.get().await.map_err(|e| e.to_string())
+    async fn conn(&self) -> Result<conn::Conn<'_>, String> {
+        self.inner.commands.get().await
     }
 
     async fn timed<T>(
@@ -275,88 +242,55 @@ impl RedisBus {
             .map_err(|_| format!("redis did not answer within {:?}", self.inner.timeout))?
     }
 
-    /// Starts the subscription and the liveness refresh: what arrives goes to `events`,
+    /// Starts the subscription and the presence writer: what arrives goes to `events`,
     /// and `status` is told when the subscription connects or drops.
     pub fn start(&self, events: CountedRecipient<FromBus>, status: CountedRecipient<BusStatus>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self
+            .inner
+            .subscription
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
         let bus = self.clone();
         let to = Deliveries { events, status };
-        actix_rt::spawn(async move { bus.subscribe_forever(to).await });
-        let bus = self.clone();
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(NODE_REFRESH_INTERVAL);
-            loop {
-                tick.tick().await;
-                let key = bus.node_key(&bus.inner.node);
-                let heartbeat = bus.channel(HEARTBEAT_ROOM);
-                let _ = bus
-                    .timed(async {
-                        let mut c = bus.conn().await?;
-                        let mut pipe = redis::pipe();
-                        pipe.set_ex(key, 1, NODE_TTL_SECS).ignore();
-                        pipe.publish(heartbeat, &bus.inner.node).ignore();
-                        pipe.query_async::<()>(&mut *c)
-                            .await
-                            .map_err(|e| e.to_string())
-                    })
-                    .await;
-            }
-        });
+        actix_rt::spawn(async move { bus.subscribe_forever(rx, to).await });
         self.start_presence_writer();
     }
 
-    async fn subscribe_forever(&self, to: Deliveries) {
-        let pattern = format!("{}:room:*", self.inner.prefix);
-        let channel_prefix = format!("{}:room:", self.inner.prefix);
-        let mut delay = RECONNECT_MIN_DELAY;
-        loop {
-            let connect = async {
-                let mut ps = self
-                    .inner
-                    .client
-                    .get_async_pubsub()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                ps.psubscribe(&pattern).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(ps)
-            };
-            match self.timed(connect).await {
-                Ok(ps) => {
-                    log::info!("bus: subscribed to {pattern}");
-                    delay = RECONNECT_MIN_DELAY;
-                    self.inner.connected.store(true, Ordering::Relaxed);
-                    to.status.do_send(BusStatus { connected: true });
-                    let mut stream = ps.into_on_message();
-                    while let Ok(Some(msg)) =
-                        tokio::time::timeout(SUBSCRIPTION_SILENCE_LIMIT, stream.next()).await
-                    {
-                        let channel = msg.get_channel_name();
-                        let Some(room) = channel.strip_prefix(&channel_prefix) else {
-                            continue;
-                        };
-                        if let Some(ev) = parse_wire(room.to_owned(), msg.get_payload_bytes()) {
-                            to.events.do_send(FromBus { event: ev });
-                        }
-                    }
-                    log::warn!("bus: subscription lost; delivering locally until Redis is back");
-                }
-                Err(e) => log::warn!("bus: cannot subscribe ({e}); retrying in {delay:?}"),
+    fn request(&self, req: subscriber::Request) -> bool {
+        self.inner
+            .subscription
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(req).is_ok())
+    }
+
+    /// Subscribes this node to `room`'s channel; resolves once Redis confirmed it.
+    pub fn subscribe(&self, room: &str) -> impl std::future::Future<Output = Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.request(subscriber::Request::Subscribe(room.to_owned(), tx));
+        async move {
+            if !sent {
+                return Err("the bus is not running".to_owned());
             }
-            if self.inner.connected.swap(false, Ordering::Relaxed) {
-                to.status.do_send(BusStatus { connected: false });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            rx.await
+                .unwrap_or_else(|_| Err("the bus subscription stopped".to_owned()))
         }
     }
 
-    /// Numbers and broadcasts an event; resolves to its sequence number. `floor` is the last
-    /// sequence number this node saw in the room, so numbering never goes backwards after
-    /// events were numbered locally while Redis was away.
+    /// Unsubscribes this node from `room`'s channel.
+    pub fn unsubscribe(&self, room: &str) {
+        self.request(subscriber::Request::Unsubscribe(room.to_owned()));
+    }
+
+    /// Numbers and broadcasts an event; with `key`, a publish with the same key within the
+    /// window answers the first one's number and publishes nothing.
     pub fn publish(
         &self,
         event: RoomEvent,
-        floor: u64,
-    ) -> impl std::future::Future<Output = Result<u64, String>> + 'static {
+        key: Option<String>,
+    ) -> impl std::future::Future<Output = Result<Published, String>> + 'static {
         let bus = self.clone();
         async move {
             let RoomEvent {
@@ -368,35 +302,159 @@ impl RedisBus {
                 ..
             } = event;
             let body = serde_json::to_string(&Wire {
-                seq: None,
-                k: "e",
                 from: Some(&from),
                 user: user.as_deref(),
                 data: Some(&data),
                 ts: Some(&ts),
-                member: None,
-                node: None,
-                cmd: None,
+                ..Wire::kind("e")
             })
             .map_err(|e| e.to_string())?;
-            // The script prepends `{"seq":N,`.
+            // The script prepends `{"seq":N,"epoch":"E",`.
             let rest = body[1..].to_owned();
-            bus.timed(async {
-                let mut c = bus.conn().await?;
-                bus.inner
-                    .script
-                    .key(format!("{}:room:{room}:seq", bus.inner.prefix))
-                    .key(bus.history_key(&room))
-                    .key(bus.channel(&room))
-                    .arg(floor)
-                    .arg(bus.inner.history_cap)
-                    .arg(rest)
-                    .invoke_async::<u64>(&mut *c)
+            let window = match &key {
+                Some(_) => bus.inner.idempotency_window.as_millis().max(1),
+                None => 0,
+            };
+            let seq_key = bus.room_key(&room, "seq");
+            let idem_key = match &key {
+                Some(k) => bus.room_key(&room, &format!("idem:{k}")),
+                None => seq_key.clone(),
+            };
+            let ttl = bus.inner.history_ttl.as_millis().max(1);
+            let epoch = crate::protocol::new_epoch();
+            let (seq, epoch, repeated): (u64, String, u8) = bus
+                .timed(async {
+                    let mut c = bus.conn().await?;
+                    bus.inner
+                        .script
+                        .key(&seq_key)
+                        .key(bus.room_key(&room, "history"))
+                        .key(bus.room_key(&room, "epoch"))
+                        .key(&idem_key)
+                        .key(bus.room_key(&room, "replid"))
+                        .arg(bus.inner.history_cap)
+                        .arg(u64::try_from(ttl).unwrap_or(u64::MAX))
+                        .arg(rest)
+                        .arg(&*epoch)
+                        .arg(u64::try_from(window).unwrap_or(u64::MAX))
+                        .arg(bus.channel(&room))
+                        .invoke_async(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+            Ok(Published {
+                seq,
+                epoch: epoch.into(),
+                repeated: repeated == 1,
+            })
+        }
+    }
+
+    /// The room's head: its last sequence number and epoch.
+    pub async fn head(&self, room: &str) -> Result<Head, String> {
+        let (seq, epoch): (Option<u64>, Option<String>) = self
+            .timed(async {
+                let mut c = self.conn().await?;
+                redis::pipe()
+                    .get(self.room_key(room, "seq"))
+                    .get(self.room_key(room, "epoch"))
+                    .query_async(&mut c)
                     .await
                     .map_err(|e| e.to_string())
             })
-            .await
+            .await?;
+        Ok(match (seq, epoch) {
+            (Some(seq), Some(epoch)) => Head {
+                seq,
+                epoch: Some(epoch.into()),
+            },
+            _ => Head {
+                seq: 0,
+                epoch: None,
+            },
+        })
+    }
+
+    /// Events of `room` with `seq > since` from the Redis history, oldest first.
+    pub async fn history(
+        &self,
+        room: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<BusEvent>, String> {
+        let key = self.room_key(room, "history");
+        self.timed(async {
+            let mut c = self.conn().await?;
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("{}-0", since.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(reply
+                .ids
+                .into_iter()
+                .filter_map(|entry| {
+                    let payload: Vec<u8> = entry.get("m")?;
+                    parse_wire(room.to_owned(), &payload)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Records that `rooms` had events now, for `GET /rooms` (best effort).
+    pub fn touch_rooms(&self, rooms: Vec<String>) {
+        let bus = self.clone();
+        actix_rt::spawn(async move {
+            let now = crate::access::unix_now();
+            let oldest = now.saturating_sub(bus.inner.history_ttl.as_secs());
+            let _ = bus
+                .timed(async {
+                    let mut c = bus.conn().await?;
+                    let mut pipe = redis::pipe();
+                    for room in &rooms {
+                        pipe.zadd(bus.rooms_key(), room, now).ignore();
+                    }
+                    pipe.cmd("ZREMRANGEBYSCORE")
+                        .arg(bus.rooms_key())
+                        .arg("-inf")
+                        .arg(oldest)
+                        .ignore();
+                    pipe.query_async::<()>(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+        });
+    }
+
+    /// The rooms with events lately, newest first, at most `limit`: each with its last
+    /// sequence number and its members on every node.
+    pub async fn rooms(&self, limit: usize) -> Result<Vec<(String, u64, usize)>, String> {
+        let names: Vec<String> = self
+            .timed(async {
+                let mut c = self.conn().await?;
+                redis::cmd("ZREVRANGE")
+                    .arg(self.rooms_key())
+                    .arg(0)
+                    .arg(limit.saturating_sub(1))
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        let mut rooms = Vec::with_capacity(names.len());
+        for room in names {
+            let head = self.head(&room).await?;
+            let members = self.presence(&room).await?.len();
+            rooms.push((room, head.seq, members));
         }
+        Ok(rooms)
     }
 
     /// Tells every other node to apply a server-API command `room`/`user`/`client` (this
@@ -416,76 +474,40 @@ impl RedisBus {
                 node: bus.inner.node.clone(),
             };
             let body = serde_json::to_string(&Wire {
-                seq: None,
-                k: "c",
-                from: None,
-                user: None,
-                data: None,
-                ts: None,
-                member: None,
-                node: None,
                 cmd: Some(cmd),
+                ..Wire::kind("c")
             })
             .map_err(|e| e.to_string())?;
             let channel = bus.channel(COMMAND_ROOM);
             bus.timed(async {
                 let mut c = bus.conn().await?;
-                redis::cmd("PUBLISH")
+                redis::cmd("SPUBLISH")
                     .arg(channel)
                     .arg(body)
-                    .query_async::<()>(&mut *c)
+                    .query_async::<i64>(&mut c)
                     .await
+                    .map(|_| ())
                     .map_err(|e| e.to_string())
             })
             .await
         }
     }
 
-    /// Events of `room` with `seq > since` from the Redis history, oldest first.
-    pub async fn history(
-        &self,
-        room: &str,
-        since: u64,
-        limit: usize,
-    ) -> Result<Vec<BusEvent>, String> {
-        let key = self.history_key(room);
-        self.timed(async {
-            let mut c = self.conn().await?;
-            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(format!("{}-0", since.saturating_add(1)))
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut *c)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(reply
-                .ids
-                .into_iter()
-                .filter_map(|entry| {
-                    let payload: Vec<u8> = entry.get("m")?;
-                    parse_wire(room.to_owned(), &payload)
-                })
-                .collect())
-        })
-        .await
-    }
-
-    /// For each `(room, last seq seen)`, the events published since (best effort).
-    pub async fn catch_up(&self, rooms: Vec<(String, u64)>) -> Vec<BusEvent> {
-        let mut events = Vec::new();
-        for (room, seq) in rooms {
-            match self.history(&room, seq, self.inner.history_cap).await {
-                Ok(mut evs) => events.append(&mut evs),
-                Err(e) => log::warn!("bus: catch-up of room={room} failed: {e}"),
-            }
-        }
-        events
-    }
-
     /// The history cap (`ROOM_HISTORY_SIZE`).
     pub fn history_cap(&self) -> usize {
         self.inner.history_cap
+    }
+
+    /// Sends `PING` (readiness).
+    pub async fn ping(&self) -> Result<(), String> {
+        self.timed(async {
+            let mut c = self.conn().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
 }

@@ -1,15 +1,23 @@
 //! Presence across nodes: each node writes its members' joins and leaves to Redis (a hash
 //! per room) and tells the other nodes on the room's channel. Changes wait in
 //! [`PendingPresence`], coalesced per member, and one writer per node sends them in order.
+//! Every entry expires unless its node writes it again ([`PRESENCE_REFRESH_INTERVAL`]), so
+//! a lost leave or a dead node leaves no ghost for longer than [`PRESENCE_TTL`].
 
 use bb8_redis::redis::{self, AsyncCommands};
 use serde::{Deserialize, Serialize};
 
-use super::{RedisBus, Wire, NODE_TTL_SECS};
+use super::{RedisBus, Wire};
+use crate::access::unix_now;
 use crate::protocol::MemberView;
 
 /// Presence changes written to Redis in one go.
 pub const PRESENCE_BATCH: usize = 256;
+/// A presence entry its node stops refreshing (its leave was lost, or the node died)
+/// disappears after this long.
+pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a node writes its members' entries again.
+pub const PRESENCE_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One presence change.
 pub(super) struct PresenceOp {
@@ -53,6 +61,9 @@ struct PresenceEntry {
     #[serde(default)]
     user: Option<String>,
     node: String,
+    /// When the entry expires unless its node refreshes it (seconds since the epoch).
+    #[serde(default)]
+    exp: u64,
 }
 
 impl RedisBus {
@@ -82,7 +93,18 @@ impl RedisBus {
         self.inner.presence.push(op);
     }
 
-    /// Writes one presence change and tells the other nodes.
+    fn entry(&self, member: &MemberView) -> String {
+        serde_json::to_string(&PresenceEntry {
+            id: member.id.clone(),
+            name: member.name.clone(),
+            user: member.user.clone(),
+            node: self.inner.node.clone(),
+            exp: unix_now() + PRESENCE_TTL.as_secs(),
+        })
+        .expect("entry serialises")
+    }
+
+    /// Writes one presence change and tells the other nodes serving the room.
     async fn write_presence(&self, op: PresenceOp) {
         let PresenceOp {
             room,
@@ -90,24 +112,12 @@ impl RedisBus {
             joined,
         } = op;
         let wire = serde_json::to_string(&Wire {
-            seq: None,
-            k: if joined { "j" } else { "l" },
-            from: None,
-            user: None,
-            data: None,
-            ts: None,
             member: Some(member.clone()),
             node: Some(&self.inner.node),
-            cmd: None,
+            ..Wire::kind(if joined { "j" } else { "l" })
         })
         .expect("wire serialises");
-        let entry = serde_json::to_string(&PresenceEntry {
-            id: member.id.clone(),
-            name: member.name.clone(),
-            user: member.user.clone(),
-            node: self.inner.node.clone(),
-        })
-        .expect("entry serialises");
+        let entry = self.entry(&member);
         let result = self
             .timed(async {
                 let mut c = self.conn().await?;
@@ -115,18 +125,21 @@ impl RedisBus {
                 if joined {
                     pipe.hset(self.presence_key(&room), &member.id, entry)
                         .ignore();
-                    pipe.set_ex(self.node_key(&self.inner.node), 1, NODE_TTL_SECS)
-                        .ignore();
                 } else {
                     pipe.hdel(self.presence_key(&room), &member.id).ignore();
                 }
-                pipe.publish(self.channel(&room), wire).ignore();
-                pipe.query_async::<()>(&mut *c)
+                pipe.cmd("SPUBLISH")
+                    .arg(self.channel(&room))
+                    .arg(wire)
+                    .ignore();
+                pipe.query_async::<()>(&mut c)
                     .await
                     .map_err(|e| e.to_string())
             })
             .await;
         if let Err(e) = result {
+            // Not lost for good: the next refresh writes every member again, and an entry
+            // nobody refreshes expires.
             log::debug!("bus: presence update for room={room} not stored: {e}");
         }
     }
@@ -141,42 +154,60 @@ impl RedisBus {
         self.announce(room, member, false);
     }
 
-    /// The room's members on every live node.
+    /// Writes every member this node has again, with a new expiry: a member whose join
+    /// was written but whose leave was lost (or whose node died) disappears within
+    /// [`PRESENCE_TTL`].
+    pub fn refresh_presence(&self, rooms: Vec<(String, Vec<MemberView>)>) {
+        let bus = self.clone();
+        actix_rt::spawn(async move {
+            for (room, members) in rooms {
+                if members.is_empty() {
+                    continue;
+                }
+                let result = bus
+                    .timed(async {
+                        let mut c = bus.conn().await?;
+                        let mut pipe = redis::pipe();
+                        for chunk in members.chunks(PRESENCE_BATCH) {
+                            let fields: Vec<(String, String)> =
+                                chunk.iter().map(|m| (m.id.clone(), bus.entry(m))).collect();
+                            pipe.hset_multiple(bus.presence_key(&room), &fields)
+                                .ignore();
+                        }
+                        pipe.query_async::<()>(&mut c)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                if let Err(e) = result {
+                    log::debug!("bus: presence refresh of room={room} failed: {e}");
+                }
+            }
+        });
+    }
+
+    /// The room's members on every node (entries past their expiry are removed).
     pub async fn presence(&self, room: &str) -> Result<Vec<MemberView>, String> {
         let key = self.presence_key(room);
         self.timed(async {
             let mut c = self.conn().await?;
             let entries: Vec<(String, String)> =
                 c.hgetall(&key).await.map_err(|e| e.to_string())?;
-            let entries: Vec<PresenceEntry> = entries
-                .into_iter()
-                .filter_map(|(_, v)| serde_json::from_str(&v).ok())
-                .collect();
-            let mut nodes: Vec<&str> = entries.iter().map(|e| e.node.as_str()).collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            let mut live = Vec::new();
-            for node in nodes {
-                let alive: bool = c
-                    .exists(self.node_key(node))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if alive {
-                    live.push(node.to_owned());
-                }
-            }
+            let now = unix_now();
             let mut members = Vec::new();
-            for e in entries {
-                if live.contains(&e.node) {
-                    members.push(MemberView {
+            let mut expired = Vec::new();
+            for (field, value) in entries {
+                match serde_json::from_str::<PresenceEntry>(&value) {
+                    Ok(e) if e.exp >= now => members.push(MemberView {
                         id: e.id,
                         name: e.name,
                         user: e.user,
-                    });
-                } else {
-                    // A node that died without cleaning up: forget its members.
-                    let _: Result<(), _> = c.hdel(&key, &e.id).await;
+                    }),
+                    _ => expired.push(field),
                 }
+            }
+            if !expired.is_empty() {
+                let _: Result<(), _> = c.hdel(&key, &expired).await;
             }
             members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
             Ok(members)

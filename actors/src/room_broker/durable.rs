@@ -29,10 +29,14 @@ use crate::client_queue::ClientQueue;
 use crate::clock::rfc3339_now;
 use crate::db::room_log::{NewRoomEvent, RoomAppend, RoomHead};
 use crate::db::Database;
-use crate::protocol::{RoomEvent, ServerMsg};
+use crate::protocol::{new_epoch, RoomEvent, ServerMsg};
 
 /// Most events written in one append.
 pub const MAX_APPEND_BATCH: usize = 1024;
+/// How long the broker waits at start-up for the rooms' heads before it takes messages.
+pub const STORE_START_WAIT: Duration = Duration::from_secs(10);
+/// How often the heads are tried while the broker waits.
+const HEADS_RETRY: Duration = Duration::from_millis(200);
 /// How long to wait before reading a room's head again after the store failed.
 pub const RELOAD_RETRY: Duration = Duration::from_secs(1);
 
@@ -79,11 +83,6 @@ impl Durable {
     }
 }
 
-/// A new room epoch: 16 hex digits.
-pub fn new_epoch() -> Arc<str> {
-    format!("{:016x}", rand::random::<u64>()).into()
-}
-
 type Reply = Box<dyn Future<Output = Result<u64, BrokerError>> + Unpin>;
 
 fn answer(rx: oneshot::Receiver<Result<u64, BrokerError>>) -> Reply {
@@ -96,7 +95,8 @@ fn answer(rx: oneshot::Receiver<Result<u64, BrokerError>>) -> Reply {
     }))
 }
 
-fn refuse(ack: &Option<(String, ClientQueue)>, e: &BrokerError) {
+/// Tells a WebSocket publisher that its publish was refused.
+pub(super) fn refuse(ack: &Option<(String, ClientQueue)>, e: &BrokerError) {
     if let Some((_, out)) = ack {
         let _ = out.text(
             ServerMsg::Error {
@@ -109,30 +109,57 @@ fn refuse(ack: &Option<(String, ClientQueue)>, e: &BrokerError) {
 }
 
 impl RoomBroker {
-    /// Reads every room's head from the store, before the first publish is taken; retries
-    /// until the store answers.
+    /// Reads every room's head from the store. At start-up the broker takes no message
+    /// until they are read (for up to [`STORE_START_WAIT`], while the schema is being
+    /// prepared), so the first publish and join already see the rooms' numbering; past
+    /// that, publishes are refused until a retry succeeds.
     pub(super) fn load_heads(&mut self, ctx: &mut Context<Self>) {
         let Some(d) = &self.durable else { return };
         let db = d.db.clone();
-        ctx.spawn(
-            async move { db.load_room_heads().await }
-                .into_actor(self)
-                .map(|result, this, ctx| match result {
-                    Ok(heads) => {
-                        let d = this.durable.as_mut().expect("durable");
-                        for h in heads {
-                            let seq = u64::try_from(h.last_seq).unwrap_or(0);
-                            d.heads.insert(h.room.into(), (h.epoch.into(), seq));
-                        }
-                        d.loaded = true;
-                        log::info!("rooms: {} known from the store", d.heads.len());
-                    }
-                    Err(e) => {
-                        log::warn!("rooms: cannot read the store yet ({e}); retrying");
-                        ctx.run_later(RELOAD_RETRY, |this, ctx| this.load_heads(ctx));
-                    }
-                }),
+        let load = async move {
+            let deadline = Instant::now() + STORE_START_WAIT;
+            loop {
+                match db.load_room_heads().await {
+                    Ok(heads) => return Ok(heads),
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(_) => actix_rt::time::sleep(HEADS_RETRY).await,
+                }
+            }
+        };
+        ctx.wait(
+            load.into_actor(self)
+                .map(|result, this, ctx| this.heads_loaded(result, ctx)),
         );
+    }
+
+    fn heads_loaded(
+        &mut self,
+        result: Result<Vec<RoomHead>, crate::db::DbError>,
+        ctx: &mut Context<Self>,
+    ) {
+        match result {
+            Ok(heads) => {
+                let d = self.durable.as_mut().expect("durable");
+                for h in heads {
+                    let seq = u64::try_from(h.last_seq).unwrap_or(0);
+                    d.heads.insert(h.room.into(), (h.epoch.into(), seq));
+                }
+                d.loaded = true;
+                log::info!("rooms: {} known from the store", d.heads.len());
+            }
+            Err(e) => {
+                log::warn!("rooms: cannot read the store yet ({e}); retrying");
+                ctx.run_later(RELOAD_RETRY, |this, ctx| {
+                    let Some(d) = &this.durable else { return };
+                    let db = d.db.clone();
+                    ctx.spawn(
+                        async move { db.load_room_heads().await }
+                            .into_actor(this)
+                            .map(|result, this, ctx| this.heads_loaded(result, ctx)),
+                    );
+                });
+            }
+        }
     }
 
     /// Publishes without Redis: numbers the event and queues it for the next append.

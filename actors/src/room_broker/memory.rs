@@ -39,7 +39,7 @@ impl RoomBroker {
         let quietest = self
             .rooms
             .values()
-            .filter(|r| r.subs.is_empty() && r.assigned == r.seq)
+            .filter(|r| r.subs.is_empty() && r.assigned == r.seq && r.syncing.is_none())
             .min_by_key(|r| r.last_active)
             .map(|r| r.name.clone());
         let Some(name) = quietest else {
@@ -90,7 +90,12 @@ impl RoomBroker {
         let quiet: Vec<Arc<str>> = self
             .rooms
             .values()
-            .filter(|r| r.subs.is_empty() && r.last_active.elapsed() >= idle && r.assigned == r.seq)
+            .filter(|r| {
+                r.subs.is_empty()
+                    && r.last_active.elapsed() >= idle
+                    && r.assigned == r.seq
+                    && r.syncing.is_none()
+            })
             .map(|r| r.name.clone())
             .collect();
         for name in quiet {
@@ -104,6 +109,11 @@ impl RoomBroker {
     /// A room leaves memory: its history's bytes are freed and, with a store, its head
     /// is kept so its numbering continues when it comes back.
     pub(super) fn let_go(&mut self, room: Room) {
+        if room.subscribed {
+            if let Some(bus) = &self.bus {
+                bus.unsubscribe(&room.name);
+            }
+        }
         self.history_bytes -= room.history_bytes;
         self.metrics.history_bytes.set(self.history_bytes as i64);
         if let (Some(d), Some(epoch)) = (self.durable.as_mut(), room.epoch) {

@@ -172,15 +172,28 @@ pub struct GetHistory {
 
 /// Every room this node holds, with its member count and last sequence number.
 #[derive(Message, Debug)]
-#[rtype(result = "Vec<RoomSummary>")]
-pub struct ListRooms;
+#[rtype(result = "RoomList")]
+pub struct ListRooms {
+    /// At most this many rooms.
+    pub limit: usize,
+}
+
+/// The answer to [`ListRooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomList {
+    /// The rooms.
+    pub rooms: Vec<RoomSummary>,
+    /// Whether `members` and `last_seq` are the whole cluster's (read from Redis) or this
+    /// node's.
+    pub cluster: bool,
+}
 
 /// One room in the answer to [`ListRooms`].
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct RoomSummary {
     /// The room.
     pub room: String,
-    /// Members (WebSocket) on this node.
+    /// Members (WebSocket): on every node when the list is the cluster's, else this node's.
     pub members: usize,
     /// SSE subscribers on this node.
     pub subscribers: usize,

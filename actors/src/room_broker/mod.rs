@@ -30,7 +30,7 @@ pub mod replay;
 mod room;
 mod server_api;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use actix::prelude::*;
 use actix_http::ws::CloseCode;
 use bytestring::ByteString;
 
-pub use durable::{new_epoch, MAX_APPEND_BATCH};
+pub use durable::MAX_APPEND_BATCH;
 pub use messages::*;
 use room::{MemberEntry, Room, StoredEvent};
 pub use server_api::DISCONNECTED_CLOSE_CODE;
@@ -103,6 +103,9 @@ pub struct BrokerConfig {
     pub idempotency_max_keys: usize,
 }
 
+/// How often the rooms published in are written to the rooms index (`GET /rooms`).
+pub const ROOMS_INDEX_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How often idle rooms are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -114,12 +117,12 @@ pub struct RoomBroker {
     metrics: RealtimeMetrics,
     feed: Option<FeedHandle>,
     bus: Option<RedisBus>,
-    /// Live bus events held back while the catch-up after a reconnect is fetched.
-    held: Option<Vec<crate::redis_bus::BusEvent>>,
     /// Bytes of history in all rooms.
     history_bytes: usize,
     /// Without Redis: the relational store that numbers and keeps rooms' events.
     durable: Option<Durable>,
+    /// With Redis: rooms published in since the rooms index was last written.
+    touched: HashSet<String>,
 }
 
 impl RoomBroker {
@@ -142,13 +145,13 @@ impl RoomBroker {
         };
         Self {
             durable,
+            touched: HashSet::new(),
             config,
             rooms: HashMap::new(),
             members: HashMap::new(),
             metrics,
             feed,
             bus,
-            held: None,
             history_bytes: 0,
         }
     }
@@ -344,6 +347,24 @@ impl Actor for RoomBroker {
             this.sweep();
             this.expire_stored_history(ctx);
         });
+        if self.bus.is_some() {
+            ctx.run_interval(ROOMS_INDEX_INTERVAL, |this, _| {
+                if let (Some(bus), false) = (&this.bus, this.touched.is_empty()) {
+                    bus.touch_rooms(this.touched.drain().collect());
+                }
+            });
+            ctx.run_interval(crate::redis_bus::PRESENCE_REFRESH_INTERVAL, |this, _| {
+                if let Some(bus) = &this.bus {
+                    let members = this
+                        .rooms
+                        .values()
+                        .filter(|r| r.subscribed && r.visible_count() > 0)
+                        .map(|r| (r.name.to_string(), r.visible_members()))
+                        .collect();
+                    bus.refresh_presence(members);
+                }
+            });
+        }
     }
 }
 
@@ -391,6 +412,10 @@ impl Handler<Publish> for RoomBroker {
             let reply = self.publish_durable(msg, ctx);
             return Box::pin(actix::fut::wrap_future(reply));
         }
+        if let Some(bus) = self.bus.clone() {
+            return self.publish_on_bus(bus, msg);
+        }
+        // Neither Redis nor a database: numbered in memory only.
         let Publish {
             room,
             from,
@@ -402,20 +427,12 @@ impl Handler<Publish> for RoomBroker {
         let last_seq = match self.room_mut(&room) {
             Ok(r) => r.seq,
             Err(e) => {
-                if let Some((_, out)) = &ack {
-                    let _ = out.text(
-                        ServerMsg::Error {
-                            code: "too_many_rooms",
-                            message: &e.to_string(),
-                        }
-                        .to_text(),
-                    );
-                }
+                durable::refuse(&ack, &e);
                 return Box::pin(actix::fut::ready(Err(e)));
             }
         };
         self.metrics.published.inc();
-        let mut event = RoomEvent {
+        let event = RoomEvent {
             room,
             seq: last_seq + 1,
             from,
@@ -423,37 +440,67 @@ impl Handler<Publish> for RoomBroker {
             data,
             ts: rfc3339_now(),
         };
-
-        if let Some(bus) = self.connected_bus() {
-            // Redis numbers the event and broadcasts it to every node, this one included;
-            // delivery happens when it comes back on the subscription, in seq order.
-            let fut = bus.publish(event.clone(), last_seq);
-            return Box::pin(
-                fut.into_actor(self)
-                    .map(move |result, this, _| match result {
-                        Ok(seq) => {
-                            send_ack(&ack, seq);
-                            Ok(seq)
-                        }
-                        Err(e) => {
-                            // Redis failed mid-publish: deliver locally so nothing accepted is lost.
-                            log::warn!(
-                                "room={} bus publish failed ({e}); delivering locally",
-                                event.room
-                            );
-                            let seen = this.rooms.get(event.room.as_str()).map(|r| r.seq);
-                            event.seq = seen.unwrap_or(last_seq) + 1;
-                            this.apply_event(&event);
-                            send_ack(&ack, event.seq);
-                            Ok(event.seq)
-                        }
-                    }),
-            );
-        }
-
         self.apply_event(&event);
         send_ack(&ack, event.seq);
         Box::pin(actix::fut::ready(Ok(event.seq)))
+    }
+}
+
+impl RoomBroker {
+    /// Publishes through Redis, which numbers the event and sends it to every node serving
+    /// the room (this one included, if it does): delivery happens when it comes back on the
+    /// subscription, in seq order. While the bus is down, or when Redis does not answer,
+    /// the publish is refused: nothing is ever numbered here.
+    fn publish_on_bus(
+        &mut self,
+        bus: RedisBus,
+        msg: Publish,
+    ) -> ResponseActFuture<Self, Result<u64, BrokerError>> {
+        let Publish {
+            room,
+            from,
+            user,
+            data,
+            ack,
+            key,
+        } = msg;
+        if !bus.is_connected() {
+            let e = BrokerError::Unavailable(
+                "the bus (Redis) is unavailable; nothing was published: retry with the same id"
+                    .into(),
+            );
+            durable::refuse(&ack, &e);
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let event = RoomEvent {
+            room,
+            seq: 0,
+            from,
+            user,
+            data,
+            ts: rfc3339_now(),
+        };
+        let room = event.room.clone();
+        Box::pin(bus.publish(event, key).into_actor(self).map(
+            move |result, this, _| match result {
+                Ok(published) => {
+                    if !published.repeated {
+                        this.metrics.published.inc();
+                        this.touched.insert(room);
+                    }
+                    send_ack(&ack, published.seq);
+                    Ok(published.seq)
+                }
+                Err(e) => {
+                    log::warn!("room={room}: publish through Redis failed: {e}");
+                    let e = BrokerError::Unavailable(format!(
+                        "the bus (Redis) did not confirm the publish ({e}); retry with the same id"
+                    ));
+                    durable::refuse(&ack, &e);
+                    Err(e)
+                }
+            },
+        ))
     }
 }
 

@@ -5,7 +5,7 @@
 use actix::prelude::*;
 use bytestring::ByteString;
 
-use super::messages::{GetHistory, GetPresence, ListRooms, RoomSummary};
+use super::messages::{GetHistory, GetPresence, ListRooms, RoomList, RoomSummary};
 use super::room::{Room, StoredEvent};
 use super::RoomBroker;
 use crate::protocol::{MemberView, ServerMsg};
@@ -100,10 +100,10 @@ impl Handler<GetHistory> for RoomBroker {
 }
 
 impl Handler<ListRooms> for RoomBroker {
-    type Result = Vec<RoomSummary>;
+    type Result = ResponseActFuture<Self, RoomList>;
 
-    fn handle(&mut self, _: ListRooms, _: &mut Self::Context) -> Self::Result {
-        let mut rooms: Vec<RoomSummary> = self
+    fn handle(&mut self, msg: ListRooms, _: &mut Self::Context) -> Self::Result {
+        let mut local: Vec<RoomSummary> = self
             .rooms
             .values()
             .map(|r| {
@@ -118,14 +118,57 @@ impl Handler<ListRooms> for RoomBroker {
             .collect();
         // Rooms the store keeps that are not in memory now.
         if let Some(d) = &self.durable {
-            rooms.extend(d.heads.iter().map(|(room, (_, seq))| RoomSummary {
+            local.extend(d.heads.iter().map(|(room, (_, seq))| RoomSummary {
                 room: room.to_string(),
                 members: 0,
                 subscribers: 0,
                 last_seq: *seq,
             }));
         }
-        rooms.sort_by(|a, b| a.room.cmp(&b.room));
-        rooms
+        local.sort_by(|a, b| a.room.cmp(&b.room));
+        local.truncate(msg.limit);
+        let Some(bus) = self.connected_bus() else {
+            return Box::pin(actix::fut::ready(RoomList {
+                rooms: local,
+                cluster: false,
+            }));
+        };
+        // With Redis: the rooms with events lately, their numbers and members from Redis;
+        // SSE subscribers are this node's.
+        let fut = async move { bus.rooms(msg.limit).await };
+        Box::pin(
+            fut.into_actor(self)
+                .map(move |result, this, _| match result {
+                    Ok(rooms) => {
+                        let mut rooms: Vec<RoomSummary> = rooms
+                            .into_iter()
+                            .map(|(room, last_seq, members)| {
+                                let subscribers = this
+                                    .rooms
+                                    .get(room.as_str())
+                                    .map_or(0, |r| r.subs.len() - r.visible_count());
+                                RoomSummary {
+                                    room,
+                                    members,
+                                    subscribers,
+                                    last_seq,
+                                }
+                            })
+                            .collect();
+                        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+                        RoomList {
+                            rooms,
+                            cluster: true,
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("rooms from Redis failed ({e}); answering with this node's");
+                        RoomList {
+                            rooms: local,
+                            cluster: false,
+                        }
+                    }
+                }),
+        )
     }
 }

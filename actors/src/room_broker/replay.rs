@@ -42,6 +42,25 @@ impl Handler<Join> for RoomBroker {
     type Result = ();
 
     fn handle(&mut self, msg: Join, ctx: &mut Self::Context) {
+        // With Redis, a room is joined once this node serves it (subscribed, head read).
+        if self.bus.is_some() {
+            let served = self
+                .rooms
+                .get(msg.room.as_str())
+                .is_some_and(|r| r.subscribed && r.syncing.is_none());
+            if !served {
+                self.serve_room(msg, ctx);
+                return;
+            }
+        }
+        self.join_served(msg, ctx);
+    }
+}
+
+impl RoomBroker {
+    /// Joins a room this node has (or serves): replays from memory, or from the store when
+    /// memory does not reach back to `since`.
+    pub(super) fn join_served(&mut self, msg: Join, ctx: &mut Context<Self>) {
         let Join {
             room,
             subscriber: sub,
@@ -61,9 +80,7 @@ impl Handler<Join> for RoomBroker {
             ),
         };
         let reaches = |since: u64| oldest.is_some_and(|oldest| since.saturating_add(1) >= oldest);
-        // With Redis this node may not know the room's last number: ask the store.
-        let behind = |since: u64| since < last || self.connected_bus().is_some();
-        if let Some(since) = since.filter(|s| behind(*s) && !reaches(*s)) {
+        if let Some(since) = since.filter(|s| *s < last && !reaches(*s)) {
             let cap = self.config.history_limit.max(MAX_APPEND_BATCH);
             let fetch_room = room.clone();
             let fetch: Option<Fetch> = if let Some(bus) = self.connected_bus() {
@@ -123,7 +140,7 @@ fn since_and_epoch(since: Option<u64>, epoch: Option<String>) -> Option<Have> {
 
 impl RoomBroker {
     /// Tells a refused subscriber why, and its session that it is not in the room.
-    fn refuse_join(&self, room: &str, sub: &Subscriber, code: &str, message: &str) {
+    pub(super) fn refuse_join(&self, room: &str, sub: &Subscriber, code: &str, message: &str) {
         if sub.format == EventFormat::Json {
             let _ = sub.out.text(ServerMsg::Error { code, message }.to_text());
         } else {
@@ -173,9 +190,10 @@ impl RoomBroker {
             }
         };
         r.last_active = std::time::Instant::now();
-        if let Some(last) = fetched.last() {
-            r.seq = r.seq.max(last.seq);
-        }
+        // The store may already hold events this node has not delivered yet: those come
+        // live, in order, to every subscriber; the replay stops at what was delivered.
+        let mut fetched = fetched;
+        fetched.retain(|e| e.seq <= r.seq);
         let rejoin = r.subs.contains_key(&sub.id);
         let json = sub.format == EventFormat::Json;
         let epoch = r.epoch.clone();
@@ -207,6 +225,17 @@ impl RoomBroker {
                 // `since` says nothing about what it missed.
                 recovered = Some(false);
             }
+        }
+        if let Some(have) = &have {
+            log::debug!(
+                "room={room} member={}: join since {} at seq {} (history from {:?}, {} fetched): {} replayed, recovered {recovered:?}",
+                sub.id,
+                have.since,
+                r.seq,
+                r.history.front().map(|e| e.seq),
+                fetched.len(),
+                replay.len()
+            );
         }
         let sizes: Vec<usize> = replay.iter().map(|e| e.json.len()).collect();
         let start = replay_start(&sizes, sub.out.limits());

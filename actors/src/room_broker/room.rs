@@ -12,7 +12,7 @@ use std::time::Instant;
 use actix::Recipient;
 use bytestring::ByteString;
 
-use super::messages::{EventFormat, MemberId, SessionNotice, Subscriber};
+use super::messages::{EventFormat, Join, MemberId, SessionNotice, Subscriber};
 use crate::client_queue::ClientQueue;
 use crate::protocol::{EventFrame, MemberView, RoomEvent};
 use crate::redis_bus::BusEvent;
@@ -59,7 +59,7 @@ impl StoredEvent {
         events
             .iter()
             .filter_map(|ev| match ev {
-                BusEvent::Event(event) => Some(Self::new(event)),
+                BusEvent::Event(event, _) => Some(Self::new(event)),
                 _ => None,
             })
             .collect()
@@ -124,6 +124,21 @@ pub(super) struct Room {
     pub(super) history_limit: usize,
     /// Whether joins and leaves are announced (the namespace's `presence_events`).
     pub(super) presence_events: bool,
+    /// With Redis: whether this node is subscribed to the room's channel.
+    pub(super) subscribed: bool,
+    /// With Redis: joins and events waiting while the room is read from Redis.
+    pub(super) syncing: Option<Syncing>,
+    /// With Redis: the room's numbering was lost by Redis; its clients are told when the
+    /// next epoch starts.
+    pub(super) lost: bool,
+}
+
+/// A served room waiting for Redis: joins and live events wait until its head (and any
+/// missed events) are read.
+#[derive(Default)]
+pub(super) struct Syncing {
+    pub(super) joins: Vec<Join>,
+    pub(super) held: Vec<(RoomEvent, Arc<str>)>,
 }
 
 impl Room {
@@ -135,6 +150,9 @@ impl Room {
             seq: 0,
             assigned: 0,
             epoch: None,
+            subscribed: false,
+            syncing: None,
+            lost: false,
             history: VecDeque::new(),
             history_bytes: 0,
             subs: indexmap::IndexMap::new(),
@@ -207,7 +225,10 @@ impl Room {
     /// Whether the room holds nothing worth keeping in memory: no subscribers, and no
     /// events that are not stored elsewhere (with a store, its head is reloaded from it).
     pub(super) fn is_vacant(&self, stored: bool) -> bool {
-        self.subs.is_empty() && (stored || self.seq == 0) && self.assigned == self.seq
+        self.subs.is_empty()
+            && (stored || self.seq == 0)
+            && self.assigned == self.seq
+            && self.syncing.is_none()
     }
 }
 

@@ -4,6 +4,7 @@
 //!   it at a fixed aggregate rate; reports delivery, loss and end-to-end latency.
 //! - `idle`: holds many WebSocket connections and reports the server's memory per connection.
 //! - `sse`: holds many Server-Sent Events streams and reports the same.
+//! - `rooms`: many rooms of a few members spread over nodes; deliveries per node.
 //!
 //! Every mode prints a human-readable block and one `RESULT {json}` line. Every wait is bounded;
 //! the exit status is non-zero only for invalid arguments.
@@ -12,6 +13,7 @@ mod common;
 mod fanout;
 mod hold;
 mod idle;
+mod rooms;
 mod sse;
 
 use std::process::ExitCode;
@@ -41,6 +43,8 @@ enum Mode {
     Idle(idle::Args),
     /// Hold N SSE streams; events received and server memory per subscriber.
     Sse(sse::Args),
+    /// Many rooms of a few members over one or more nodes; deliveries per node.
+    Rooms(rooms::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Mode::Fanout(a) => a.validate().map(|_| a.fds_needed()),
         Mode::Idle(a) => a.validate().map(|_| a.fds_needed()),
         Mode::Sse(a) => a.validate().map(|_| a.fds_needed()),
+        Mode::Rooms(a) => a.validate().map(|_| a.fds_needed()),
     };
     let fds_needed = match checked {
         Ok(n) => n,
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Mode::Fanout(a) => rt.block_on(fanout::run(a)),
         Mode::Idle(a) => rt.block_on(idle::run(a)),
         Mode::Sse(a) => rt.block_on(sse::run(a)),
+        Mode::Rooms(a) => rt.block_on(rooms::run(a)),
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     ExitCode::SUCCESS

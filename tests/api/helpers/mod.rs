@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod network;
+pub mod own_redis;
 pub mod process;
 pub mod services;
 pub mod smtp;
@@ -13,6 +14,7 @@ pub mod ws;
 
 pub use app::*;
 pub use network::*;
+pub use own_redis::*;
 pub use process::*;
 pub use services::*;
 pub use smtp::*;
