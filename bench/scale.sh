@@ -7,6 +7,7 @@
 #   bench/scale.sh [ROOMS] [MEMBERS] [RATE] [SECONDS]    # default 10000 10 15000 10
 #
 # Uses the Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under a fresh APP_NAME.
+# SKIP_BUILD=1 with COURIER=<binary> and LOADGEN=<binary> runs prebuilt release builds.
 # Both nodes and the load generator share this machine's cores: read the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +19,11 @@ duration=${4:-10}
 redis=${REDIS_URL:-redis://127.0.0.1:6379/0}
 app="courier-scale-$$"
 
-cargo build --release --quiet
-(cd bench/loadgen && CARGO_TARGET_DIR="$root/target/bench" cargo build --release --quiet)
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release --quiet
+    (cd bench/loadgen && CARGO_TARGET_DIR="$root/target/bench" cargo build --release --quiet)
+fi
+courier="${COURIER:-$root/target/release/courier}"
 loadgen="${LOADGEN:-$root/target/bench/release/loadgen}"
 hard=$(ulimit -Hn)
 [ "$hard" = unlimited ] && hard=1048576
@@ -36,7 +40,7 @@ start_node() { # start_node PORT
         APP_CONFIG_DIR="$out/no-config" REDIS_URL="$redis" APP_NAME="$app" \
         WS_MAX_ROOMS_PER_CONNECTION=32 WS_RATE_PER_SEC=100000 WS_RATE_BURST=100000 \
         WS_FLOOD_LIMIT=100000 BROKER_MAILBOX_CAPACITY=1000000 \
-        ./target/release/courier >>"$out/courier-$1.log" 2>&1 &
+        "$courier" >>"$out/courier-$1.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.1; done
     echo "node on $1 did not become ready" >&2

@@ -113,7 +113,13 @@ impl RoomBroker {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        log::info!(
+        let level = if tell {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "room={room}: epoch {} (was {:?}, seq {})",
             epoch,
             r.epoch.as_deref(),
@@ -225,7 +231,7 @@ impl RoomBroker {
         let Some(r) = self.rooms.get_mut(&**room) else {
             return;
         };
-        log::info!(
+        log::debug!(
             "room={room}: synced at head {} {:?} (had {} {:?}; {} events read, {} held)",
             head.seq,
             head.epoch.as_deref(),
