@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use serde_json::json;
 
 use crate::client_queue::{ClientQueue, OutFrame, SendError};
 use crate::clock::rfc3339_now;
@@ -47,6 +46,47 @@ pub enum Topic {
     Updates,
     /// `/sse/heartbeat`.
     Heartbeat,
+}
+
+/// The data of an `update` event on `/sse/updates`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Update {
+    /// What happened: `member_joined`, `member_left`, `room_activity` (messages published
+    /// in a room, at most once per room per `SSE_UPDATES_COALESCE_MS`), or a job event
+    /// (`job_completed`, ...).
+    pub kind: String,
+    /// The room (member and room events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The member's name (member events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The room's last sequence number (`room_activity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+    /// How many messages were published since the last `room_activity` of the room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
+    /// The event's details (job events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    /// When (RFC 3339, UTC).
+    pub ts: String,
+}
+
+impl Update {
+    fn new(ts: String) -> Self {
+        Self {
+            kind: String::new(),
+            room: None,
+            name: None,
+            last_seq: None,
+            messages: None,
+            data: None,
+            ts,
+        }
+    }
 }
 
 /// Something that happened, for `/sse/updates`.
@@ -154,7 +194,8 @@ impl SseFeed {
         }
     }
 
-    fn update(&mut self, data: serde_json::Value) {
+    fn update(&mut self, update: Update) {
+        let data = serde_json::to_string(&update).expect("updates serialise");
         let text = format!("event: update\ndata: {data}\n\n");
         self.broadcast(Topic::Updates, text.into());
     }
@@ -162,13 +203,13 @@ impl SseFeed {
     fn flush_pending(&mut self) {
         let ts = rfc3339_now();
         for (room, (seq, count)) in std::mem::take(&mut self.pending) {
-            self.update(json!({
-                "kind": "room_activity",
-                "room": room,
-                "last_seq": seq,
-                "messages": count,
-                "ts": ts,
-            }));
+            self.update(Update {
+                kind: "room_activity".into(),
+                room: Some(room),
+                last_seq: Some(seq),
+                messages: Some(count),
+                ..Update::new(ts.clone())
+            });
         }
     }
 }
@@ -203,15 +244,23 @@ impl Handler<Activity> for SseFeed {
                 entry.0 = entry.0.max(seq);
                 entry.1 += 1;
             }
-            Activity::MemberJoined { room, name } => self.update(json!({
-                "kind": "member_joined", "room": room, "name": name, "ts": rfc3339_now(),
-            })),
-            Activity::MemberLeft { room, name } => self.update(json!({
-                "kind": "member_left", "room": room, "name": name, "ts": rfc3339_now(),
-            })),
-            Activity::Other { kind, data } => self.update(json!({
-                "kind": kind, "data": data, "ts": rfc3339_now(),
-            })),
+            Activity::MemberJoined { room, name } => self.update(Update {
+                kind: "member_joined".into(),
+                room: Some(room),
+                name: Some(name),
+                ..Update::new(rfc3339_now())
+            }),
+            Activity::MemberLeft { room, name } => self.update(Update {
+                kind: "member_left".into(),
+                room: Some(room),
+                name: Some(name),
+                ..Update::new(rfc3339_now())
+            }),
+            Activity::Other { kind, data } => self.update(Update {
+                kind,
+                data: Some(data),
+                ..Update::new(rfc3339_now())
+            }),
         }
     }
 }

@@ -134,6 +134,16 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Every [`kind`](Self::kind), so each has a counter from the start.
+    pub const KINDS: [&'static str; 6] = [
+        "unavailable",
+        "timeout",
+        "conflict",
+        "invalid",
+        "not_found",
+        "internal",
+    ];
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -207,6 +217,15 @@ impl DbMetrics {
             "Database pool connections by state (idle, in_use).",
             &["state"],
         );
+        let errors = metrics::int_counter_vec(
+            registry,
+            "courier_db_errors_total",
+            "Failed database operations by kind.",
+            &["kind"],
+        );
+        for kind in DbError::KINDS {
+            errors.with_label_values(&[kind]);
+        }
         Self {
             query_seconds: metrics::histogram_vec(
                 registry,
@@ -215,12 +234,7 @@ impl DbMetrics {
                 metrics::LATENCY_BUCKETS,
                 &["operation"],
             ),
-            errors: metrics::int_counter_vec(
-                registry,
-                "courier_db_errors_total",
-                "Failed database operations by kind.",
-                &["kind"],
-            ),
+            errors,
             pool_connections,
             pool_max: metrics::int_gauge(
                 registry,

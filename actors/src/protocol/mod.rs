@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
 /// Longest room name.
 pub const MAX_ROOM_NAME_LEN: usize = 64;
@@ -93,56 +95,107 @@ struct Tag<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NoFields {
     #[serde(rename = "type")]
     _kind: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageFields {
     #[serde(rename = "type")]
     _kind: String,
+    /// What to echo back (a string, or any JSON value, echoed as its text).
+    #[schema(value_type = Option<serde_json::Value>)]
     content: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinFields {
     #[serde(rename = "type")]
     _kind: String,
+    /// The room.
     room: String,
+    /// The last sequence number the client already has: events after it are replayed.
     since: Option<u64>,
+    /// The room's epoch when the client got `since` (from `joined`).
     epoch: Option<String>,
+    /// A subscription token for this room.
     token: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshFields {
     #[serde(rename = "type")]
     _kind: String,
+    /// A new token for the connection's user.
     token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RoomFields {
     #[serde(rename = "type")]
     _kind: String,
+    /// The room.
     room: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishFields {
     #[serde(rename = "type")]
     _kind: String,
+    /// The room.
     room: String,
+    /// Any JSON value.
+    #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
+    /// The client's id for this message, echoed in `ack`; also its idempotency key.
     id: Option<String>,
+}
+
+/// Every frame type a client may send, with the schema of its fields (`type` included):
+/// what [`parse_client`] reads, for the AsyncAPI document.
+pub fn client_frames() -> Vec<(&'static str, &'static str, RefOr<Schema>)> {
+    vec![
+        ("ping", "Ask for a `pong`.", NoFields::schema()),
+        (
+            "message",
+            "Echo: answered with `response`.",
+            MessageFields::schema(),
+        ),
+        (
+            "join",
+            "Join a room; replay what came after `since`.",
+            JoinFields::schema(),
+        ),
+        ("leave", "Leave a room.", RoomFields::schema()),
+        (
+            "publish",
+            "Publish to a room; answered with `ack`.",
+            PublishFields::schema(),
+        ),
+        (
+            "presence",
+            "Ask for a room's members.",
+            RoomFields::schema(),
+        ),
+        (
+            "typing",
+            "Tell a room this member is typing.",
+            RoomFields::schema(),
+        ),
+        (
+            "refresh",
+            "Replace the connection's token.",
+            RefreshFields::schema(),
+        ),
+    ]
 }
 
 fn fields<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, ProtocolViolation> {
@@ -329,7 +382,7 @@ pub fn compact_data(raw: Box<RawValue>, max_depth: usize) -> Result<Box<RawValue
 }
 
 /// A member as others see it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct MemberView {
     /// The connection's id, unique across nodes.
     pub id: String,
@@ -341,7 +394,7 @@ pub struct MemberView {
 }
 
 /// Server frames other than room events (which the broker renders itself).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg<'a> {
     /// The first frame of a `/ws/json` connection: who the server takes the client for.
@@ -410,6 +463,7 @@ pub enum ServerMsg<'a> {
         /// The room.
         room: &'a str,
         /// Its members.
+        #[schema(value_type = Vec<MemberView>)]
         members: &'a [MemberView],
     },
     /// Someone joined.
@@ -417,6 +471,7 @@ pub enum ServerMsg<'a> {
         /// The room.
         room: &'a str,
         /// Who.
+        #[schema(value_type = MemberView)]
         member: &'a MemberView,
     },
     /// Someone left.
@@ -424,6 +479,7 @@ pub enum ServerMsg<'a> {
         /// The room.
         room: &'a str,
         /// Who.
+        #[schema(value_type = MemberView)]
         member: &'a MemberView,
     },
     /// Someone is typing.
@@ -439,10 +495,37 @@ pub enum ServerMsg<'a> {
         code: &'a str,
         /// Human-readable detail.
         message: &'a str,
+        /// The room the refused frame named (a join, leave, presence or typing), when
+        /// there was one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        /// The `id` of the refused publish, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
     },
 }
 
-impl ServerMsg<'_> {
+impl<'a> ServerMsg<'a> {
+    /// An `error` frame about no room or publish in particular.
+    pub fn error(code: &'a str, message: &'a str) -> Self {
+        Self::Error {
+            code,
+            message,
+            room: None,
+            id: None,
+        }
+    }
+
+    /// An `error` frame about `room`.
+    pub fn room_error(room: &'a str, code: &'a str, message: &'a str) -> Self {
+        Self::Error {
+            code,
+            message,
+            room: Some(room),
+            id: None,
+        }
+    }
+
     /// The frame's JSON text.
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("server frames serialise")
@@ -467,7 +550,7 @@ pub struct RoomEvent {
 }
 
 /// A room event as clients receive it (`event` frames, SSE data, history).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EventFrame<'a> {
     /// Always `event`.
     #[serde(rename = "type")]
@@ -482,6 +565,7 @@ pub struct EventFrame<'a> {
     pub user: Option<&'a str>,
     /// The published JSON value.
     #[serde(borrow)]
+    #[schema(value_type = serde_json::Value)]
     pub data: &'a RawValue,
     /// When the event was accepted (RFC 3339, UTC, milliseconds).
     pub ts: &'a str,

@@ -97,11 +97,13 @@ fn answer(rx: oneshot::Receiver<Result<u64, BrokerError>>) -> Reply {
 
 /// Tells a WebSocket publisher that its publish was refused.
 pub(super) fn refuse(ack: &Option<(String, ClientQueue)>, e: &BrokerError) {
-    if let Some((_, out)) = ack {
+    if let Some((id, out)) = ack {
         let _ = out.text(
             ServerMsg::Error {
                 code: e.code(),
                 message: &e.to_string(),
+                room: None,
+                id: Some(id),
             }
             .to_text(),
         );

@@ -292,11 +292,8 @@ impl RoomBroker {
             if confirm {
                 if let Some(entry) = self.members.get(id) {
                     let _ = entry.out.text(
-                        ServerMsg::Error {
-                            code: "not_joined",
-                            message: &format!("not in room {room:?}"),
-                        }
-                        .to_text(),
+                        ServerMsg::room_error(room, "not_joined", &format!("not in room {room:?}"))
+                            .to_text(),
                     );
                 }
             }

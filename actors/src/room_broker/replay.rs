@@ -142,7 +142,9 @@ impl RoomBroker {
     /// Tells a refused subscriber why, and its session that it is not in the room.
     pub(super) fn refuse_join(&self, room: &str, sub: &Subscriber, code: &str, message: &str) {
         if sub.format == EventFormat::Json {
-            let _ = sub.out.text(ServerMsg::Error { code, message }.to_text());
+            let _ = sub
+                .out
+                .text(ServerMsg::room_error(room, code, message).to_text());
         } else {
             let close = if code == "rate_limited" {
                 CloseCode::Policy
@@ -283,13 +285,9 @@ impl RoomBroker {
                         "the events after since cannot be replayed; reload the state".to_owned()
                     }
                 };
-                let _ = sub.out.text(
-                    ServerMsg::Error {
-                        code: "history_truncated",
-                        message: &message,
-                    }
-                    .to_text(),
-                );
+                let _ = sub
+                    .out
+                    .text(ServerMsg::room_error(&room, "history_truncated", &message).to_text());
             }
             let mut replayed = 0;
             for ev in &replay[start..] {

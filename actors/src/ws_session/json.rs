@@ -37,8 +37,8 @@ impl WsSession {
         self.may(room, Action::Publish)
     }
 
-    fn refuse(&mut self, ctx: &mut Context<Self>, denied: &Denied) {
-        self.error(ctx, denied.code(), &denied.to_string());
+    fn refuse(&mut self, ctx: &mut Context<Self>, denied: &Denied, room: &str, id: Option<&str>) {
+        self.error_about(ctx, denied.code(), &denied.to_string(), Some(room), id);
     }
 
     /// A line a `/ws/chat` client sends, when it may publish there.
@@ -87,6 +87,11 @@ impl WsSession {
 
     fn overloaded(&mut self, ctx: &mut Context<Self>) {
         self.error(ctx, "overloaded", "the server is overloaded; try again");
+    }
+
+    fn overloaded_about(&mut self, ctx: &mut Context<Self>, room: &str, id: Option<&str>) {
+        let message = "the server is overloaded; try again";
+        self.error_about(ctx, "overloaded", message, Some(room), id);
     }
 
     /// Schedules what happens when the connection's token expires.
@@ -171,7 +176,7 @@ impl WsSession {
                         "a connection may join at most {} rooms",
                         self.config.max_rooms
                     );
-                    self.error(ctx, "too_many_rooms", &message);
+                    self.error_about(ctx, "too_many_rooms", &message, Some(&room), None);
                     return;
                 }
                 if let Some(token) = token {
@@ -180,7 +185,7 @@ impl WsSession {
                         Ok(allow) => self.identity.grant(&room, allow),
                         Err(reason) => {
                             let message = format!("invalid subscription token: {reason}");
-                            self.error(ctx, "unauthorized", &message);
+                            self.error_about(ctx, "unauthorized", &message, Some(&room), None);
                             return;
                         }
                     }
@@ -195,7 +200,7 @@ impl WsSession {
                     if !self.rooms.contains(&room) {
                         self.identity.revoke(&room);
                     }
-                    self.refuse(ctx, &denied);
+                    self.refuse(ctx, &denied, &room, None);
                     return;
                 }
                 let join = Join {
@@ -207,12 +212,13 @@ impl WsSession {
                 if self.broker.try_send(join).is_ok() {
                     self.rooms.insert(room);
                 } else {
-                    self.overloaded(ctx);
+                    self.overloaded_about(ctx, &room, None);
                 }
             }
             ClientMsg::Leave { room } => {
                 if !self.rooms.contains(&room) {
-                    self.error(ctx, "not_joined", &format!("not in room {room:?}"));
+                    let message = format!("not in room {room:?}");
+                    self.error_about(ctx, "not_joined", &message, Some(&room), None);
                     return;
                 }
                 let leave = Leave {
@@ -224,21 +230,23 @@ impl WsSession {
                     self.rooms.remove(&room);
                     self.identity.revoke(&room);
                 } else {
-                    self.overloaded(ctx);
+                    self.overloaded_about(ctx, &room, None);
                 }
             }
             ClientMsg::Publish { room, data, id } => {
                 if let Err(denied) = self.may_publish(&room) {
-                    self.refuse(ctx, &denied);
+                    self.refuse(ctx, &denied, &room, id.as_deref());
                     return;
                 }
                 let data = match compact_data(data, self.config.json_max_depth) {
                     Ok(data) => data,
                     Err(message) => {
-                        self.error(ctx, "invalid_message", &message);
+                        let id = id.as_deref();
+                        self.error_about(ctx, "invalid_message", &message, Some(&room), id);
                         return;
                     }
                 };
+                let (error_room, error_id) = (room.clone(), id.clone());
                 let publish = Publish {
                     room,
                     from: self.name.clone(),
@@ -248,12 +256,12 @@ impl WsSession {
                     ack: id.map(|id| (id, self.out.clone())),
                 };
                 if self.broker.try_send(publish).is_err() {
-                    self.overloaded(ctx);
+                    self.overloaded_about(ctx, &error_room, error_id.as_deref());
                 }
             }
             ClientMsg::Presence { room } => {
                 if let Err(denied) = self.may(&room, Action::Presence) {
-                    self.refuse(ctx, &denied);
+                    self.refuse(ctx, &denied, &room, None);
                     return;
                 }
                 let msg = GetPresence {
@@ -266,7 +274,8 @@ impl WsSession {
             }
             ClientMsg::Typing { room } => {
                 if !self.rooms.contains(&room) {
-                    self.error(ctx, "not_joined", &format!("not in room {room:?}"));
+                    let message = format!("not in room {room:?}");
+                    self.error_about(ctx, "not_joined", &message, Some(&room), None);
                     return;
                 }
                 let msg = Typing {

@@ -203,9 +203,28 @@ impl WsSession {
     }
 
     fn error(&mut self, ctx: &mut Context<Self>, code: &str, message: &str) {
+        self.error_about(ctx, code, message, None, None);
+    }
+
+    /// An `error` frame naming the room and the publish id of the refused frame, so a
+    /// client can tell which of its requests failed.
+    fn error_about(
+        &mut self,
+        ctx: &mut Context<Self>,
+        code: &str,
+        message: &str,
+        room: Option<&str>,
+        id: Option<&str>,
+    ) {
         self.metrics.bad_frames.inc();
         let text = match self.kind {
-            SessionKind::Json => ServerMsg::Error { code, message }.to_text(),
+            SessionKind::Json => ServerMsg::Error {
+                code,
+                message,
+                room,
+                id,
+            }
+            .to_text(),
             _ => format!("error: {message}"),
         };
         self.send(ctx, text);
