@@ -2,6 +2,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod assets;
+pub mod asyncapi;
 pub mod background;
 pub mod basic;
 pub mod cache;
@@ -30,7 +32,9 @@ use access::Security as SecuritySchemes;
         title = "courier",
         description = "An actor-based realtime messaging server: WebSocket, SSE and REST on actix. \
                        Every error has the body {\"error\": {\"code\", \"message\", \"request_id\"}}; \
-                       every response carries X-Request-Id."
+                       every response carries X-Request-Id. The WebSocket and SSE protocol is \
+                       described by the AsyncAPI document at [/asyncapi.json](/asyncapi.json); \
+                       a JavaScript client is served at [/client.js](/client.js)."
     ),
     paths(
         basic::sync_endpoint,
@@ -103,15 +107,6 @@ use access::Security as SecuritySchemes;
 )]
 pub struct ApiDoc;
 
-/// The demo chat-and-dashboard page (no build step, no external assets).
-const INDEX_HTML: &str = include_str!("../static/index.html");
-
-async fn index() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(INDEX_HTML)
-}
-
 /// Registers every route on an `App` or scope. `documents_max_bytes` bounds `POST /documents`.
 pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
     // Probes first: they are the most frequent requests and routes are matched in order.
@@ -125,7 +120,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, documents_max_bytes: usize) {
         .service(get("/external-api", basic::external_api))
         .service(get("/demo/data", basic::demo_data))
         .service(post("/echo", basic::echo))
-        .service(get("/", index))
+        .service(get("/", assets::index))
+        .service(get("/client.js", assets::client_js))
+        .service(get("/client.d.ts", assets::client_dts))
+        .service(get("/favicon.svg", assets::favicon))
+        .service(get("/favicon.ico", assets::favicon))
+        .service(get("/asyncapi.json", asyncapi::asyncapi_json))
         .service(get("/ws", ws::ws_echo))
         .service(get("/ws/authenticated", ws::ws_authenticated))
         .service(get("/ws/chat/{client_id}", ws::ws_chat))

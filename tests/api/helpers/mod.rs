@@ -1,9 +1,10 @@
 //! What the tests share, by concern: a server in the test process ([`app`]), the real
 //! services ([`services`]), loopback servers around courier ([`network`]), WebSocket and
 //! SSE clients ([`ws`], [`sse`]), an SMTP sink ([`smtp`]) and the binary as a process of
-//! its own ([`process`]).
+//! its own ([`process`]), and headless Chromium ([`browser`]).
 
 pub mod app;
+pub mod browser;
 pub mod network;
 pub mod own_redis;
 pub mod process;
