@@ -267,3 +267,30 @@ fn the_client_library_parses() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn an_error_names_the_room_and_the_publish_it_refuses() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(&app, "/ws/json?name=eve").await;
+    ws.send_json(json!({"type": "leave", "room": "nowhere"}))
+        .await;
+    let e = ws.json_of("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str()),
+        (Some("not_joined"), Some("nowhere"))
+    );
+    assert!(e.get("id").is_none(), "{e}");
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let frame = format!(r#"{{"type":"publish","room":"lobby","data":{deep},"id":"deep-1"}}"#);
+    ws.send(&frame).await;
+    let e = ws.json_of("error").await;
+    assert_eq!(e["code"], "invalid_message");
+    assert_eq!(
+        (e["room"].as_str(), e["id"].as_str()),
+        (Some("lobby"), Some("deep-1"))
+    );
+    // A frame that names nothing gets neither.
+    ws.send_json(json!({"type": "nonsense"})).await;
+    let e = ws.json_of("error").await;
+    assert!(e.get("room").is_none() && e.get("id").is_none(), "{e}");
+}
