@@ -50,7 +50,7 @@ start_node() { # start_node PORT
 
 run() { # run URLS
     "$loadgen" rooms --urls "$1" --rooms "$rooms" --members "$members" --rate "$rate" \
-        --duration "$duration" | tee "$out/run.txt"
+        --duration "$duration" | tee "$out/run.txt" >&2
     sed -n 's/^RESULT //p' "$out/run.txt"
 }
 

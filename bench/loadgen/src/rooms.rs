@@ -88,6 +88,8 @@ struct Shared {
     published: AtomicU64,
     acked: AtomicU64,
     refused: AtomicU64,
+    /// `resync` frames: a room told its members events may have been missed.
+    resyncs: AtomicU64,
     measure_from_us: AtomicU64,
     hist: Mutex<Histogram<u64>>,
 }
@@ -132,6 +134,7 @@ pub async fn run(a: Args) {
         published: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        resyncs: AtomicU64::new(0),
         measure_from_us: AtomicU64::new(u64::MAX),
         hist: Mutex::new(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("histogram")),
     });
@@ -189,8 +192,13 @@ pub async fn run(a: Args) {
             while let Some(Ok(m)) = ws.next().await {
                 let Message::Text(t) = m else { continue };
                 let b = t.as_bytes();
-                if str_field(b, b"\"type\"") != Some(b"event") {
-                    continue;
+                match str_field(b, b"\"type\"") {
+                    Some(b"event") => {}
+                    Some(b"resync") => {
+                        sh.resyncs.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    _ => continue,
                 }
                 sh.delivered[node].fetch_add(1, Relaxed);
                 if let Some(t) = uint_field(b, b"\"t\"") {
@@ -283,6 +291,8 @@ pub async fn run(a: Args) {
     let delivered: u64 = per_node.iter().sum();
     let published = sh.published.load(Relaxed);
     let expected = published * a.members;
+    let acked = sh.acked.load(Relaxed);
+    let resyncs = sh.resyncs.load(Relaxed);
     let hist = sh.hist.lock().unwrap();
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     let rate = delivered as f64 / publish_secs;
@@ -298,6 +308,10 @@ pub async fn run(a: Args) {
         per_node_rate.iter().map(|r| r.round() as u64).collect::<Vec<_>>()
     );
     println!(
+        "  of acked          {delivered} of {} delivered; {resyncs} resync frames",
+        acked * a.members
+    );
+    println!(
         "  latency ms         p50 {:.2}  p99 {:.2}  max {:.2}",
         q(0.5),
         q(0.99),
@@ -310,7 +324,8 @@ pub async fn run(a: Args) {
         "members": a.members,
         "rate": a.rate,
         "published": published,
-        "acked": sh.acked.load(Relaxed),
+        "acked": acked,
+        "resyncs": resyncs,
         "refused": sh.refused.load(Relaxed),
         "expected": expected,
         "delivered": delivered,
