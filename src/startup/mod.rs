@@ -49,6 +49,11 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// Most connections one worker serves at once (10,000 WebSockets fit on one node).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 
+/// Longest the HTTP layer waits for a peer to close once the server has closed its side (a
+/// finished WebSocket closing handshake, `Connection: close`). actix-web's default, 1 s,
+/// kept every WebSocket whose client closed it open for a second more.
+pub const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Built-in demo stores `/fastest-price` races when `PRICE_SOURCES` is unset.
 pub const DEMO_PRICE_STORES: u32 = 3;
 
@@ -254,6 +259,7 @@ impl Application {
         .shutdown_timeout(state.config.shutdown_timeout.as_secs())
         .keep_alive(state.config.http_keep_alive)
         .client_request_timeout(state.config.client_request_timeout)
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
         .listen(listener)?
         .run();
 

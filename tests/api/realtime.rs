@@ -718,3 +718,25 @@ async fn a_replay_larger_than_the_queue_is_cut_to_the_newest_events() {
         "the client stays connected"
     );
 }
+
+/// RFC 6455 §7.1.1: once the closing handshake is complete the server closes the TCP
+/// connection first. A client that started the close is answered, and the connection ends
+/// right after, without waiting out the deadline meant for clients that never answer.
+#[actix_rt::test]
+async fn a_client_that_closes_is_answered_and_let_go_at_once() {
+    let app = spawn_app().await;
+    let mut ws = WsClient::connect(&app, "/ws/json?name=bye").await;
+    ws.send_message(awc::ws::Message::Close(Some(
+        awc::ws::CloseCode::Normal.into(),
+    )))
+    .await;
+    assert_eq!(ws.next().await, Received::Close(Some(1000), String::new()));
+    let started = std::time::Instant::now();
+    assert_eq!(ws.next().await, Received::Ended);
+    let waited = started.elapsed();
+    let deadline = courier_actors::client_queue::CLOSE_HANDSHAKE_TIMEOUT;
+    assert!(
+        waited < deadline / 2,
+        "the server waited {waited:?} for the client (its deadline for silent clients is {deadline:?})"
+    );
+}

@@ -75,6 +75,14 @@ impl Stream for WsBody {
                                 description: (!reason.is_empty()).then_some(reason),
                             }))
                         }
+                        OutFrame::CloseReply(code) => {
+                            // Nothing to wait for: the stream ends after this frame.
+                            this.done = true;
+                            Message::Close(Some(CloseReason {
+                                code,
+                                description: None,
+                            }))
+                        }
                     };
                     if this.codec.encode(msg, &mut this.buf).is_err() {
                         this.done = true;
@@ -179,7 +187,8 @@ impl Stream for SseBody {
             match this.inbox.poll_frame(cx) {
                 Poll::Ready(Some(OutFrame::Text(t))) => this.buf.extend_from_slice(t.as_bytes()),
                 Poll::Ready(Some(OutFrame::Ping | OutFrame::Pong(_))) => {}
-                Poll::Ready(Some(OutFrame::Close(..))) | Poll::Ready(None) => {
+                Poll::Ready(Some(OutFrame::Close(..) | OutFrame::CloseReply(_)))
+                | Poll::Ready(None) => {
                     this.done = true;
                     break;
                 }

@@ -42,8 +42,12 @@ pub enum OutFrame {
     Ping,
     /// A WebSocket pong answering a client's ping (ignored by SSE).
     Pong(Bytes),
-    /// Close the connection with a code and reason (SSE: end the stream).
+    /// Close the connection with a code and reason (SSE: end the stream); the client has
+    /// `CLOSE_HANDSHAKE_TIMEOUT` to answer and close before the connection is dropped.
     Close(CloseCode, String),
+    /// The answer to a client's close frame: the closing handshake is complete once it is
+    /// written, and the server closes the connection first (RFC 6455 §7.1.1).
+    CloseReply(CloseCode),
 }
 
 impl OutFrame {
@@ -53,6 +57,7 @@ impl OutFrame {
             Self::Ping => 0,
             Self::Pong(b) => b.len(),
             Self::Close(_, r) => r.len(),
+            Self::CloseReply(_) => 0,
         }
     }
 }

@@ -496,7 +496,7 @@ impl StreamHandler<Result<Frame, ProtocolError>> for WsSession {
                     _ => CloseCode::Normal,
                 };
                 self.closing = true;
-                let _ = self.out.try_send(OutFrame::Close(code, String::new()));
+                let _ = self.out.try_send(OutFrame::CloseReply(code));
                 ctx.stop();
             }
         }
