@@ -14,6 +14,7 @@ mod fanout;
 mod hold;
 mod idle;
 mod rooms;
+mod soak;
 mod sse;
 
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Mode {
     Sse(sse::Args),
     /// Many rooms of a few members over one or more nodes; deliveries per node.
     Rooms(rooms::Args),
+    /// Clients in many rooms for a long time, a share leaving and coming back each period.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Mode::Idle(a) => a.validate().map(|_| a.fds_needed()),
         Mode::Sse(a) => a.validate().map(|_| a.fds_needed()),
         Mode::Rooms(a) => a.validate().map(|_| a.fds_needed()),
+        Mode::Soak(a) => a.validate().map(|_| a.fds_needed()),
     };
     let fds_needed = match checked {
         Ok(n) => n,
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Mode::Idle(a) => rt.block_on(idle::run(a)),
         Mode::Sse(a) => rt.block_on(sse::run(a)),
         Mode::Rooms(a) => rt.block_on(rooms::run(a)),
+        Mode::Soak(a) => rt.block_on(soak::run(a)),
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     ExitCode::SUCCESS

@@ -149,7 +149,9 @@ pub async fn run(a: Args) {
     let limit = secs(a.connect_timeout);
     let mut joins = Vec::new();
     for node in 0..nodes {
-        let node_rooms: Vec<u64> = (0..a.rooms).filter(|r| (*r as usize) % nodes == node).collect();
+        let node_rooms: Vec<u64> = (0..a.rooms)
+            .filter(|r| (*r as usize) % nodes == node)
+            .collect();
         for group in node_rooms.chunks(a.rooms_per_connection as usize) {
             for m in 0..a.members {
                 let url = ws_url(&a.urls[node], &a.path, &format!("m{node}-{m}"));
@@ -220,8 +222,11 @@ pub async fn run(a: Args) {
     let end = start + secs(a.duration);
     let mut pubs = Vec::new();
     for node in 0..nodes {
-        let node_rooms: Arc<Vec<u64>> =
-            Arc::new((0..a.rooms).filter(|r| (*r as usize) % nodes == node).collect());
+        let node_rooms: Arc<Vec<u64>> = Arc::new(
+            (0..a.rooms)
+                .filter(|r| (*r as usize) % nodes == node)
+                .collect(),
+        );
         for p in 0..a.publishers_per_node {
             let url = ws_url(&a.urls[node], &a.path, &format!("p{node}-{p}"));
             let (sh, rooms) = (sh.clone(), node_rooms.clone());
