@@ -96,6 +96,9 @@ struct Have {
     told: bool,
 }
 
+/// Each client's room and the last seq it had when it stopped.
+type Finals = Arc<Mutex<Vec<(u64, Option<u64>)>>>;
+
 fn room_name(r: u64) -> String {
     format!("soak-{r}")
 }
@@ -208,7 +211,7 @@ async fn client(
     mut round: watch::Receiver<u64>,
     mut state: watch::Receiver<u8>,
     sem: Arc<Semaphore>,
-    finals: Arc<Mutex<Vec<(u64, Option<u64>)>>>,
+    finals: Finals,
 ) {
     let mut have = Have::default();
     let mut first = true;
@@ -307,7 +310,7 @@ pub async fn run(a: Args) {
     let (state_tx, state_rx) = watch::channel(RUNNING);
     let (round_tx, round_rx) = watch::channel(0u64);
     let sem = Arc::new(Semaphore::new(a.concurrency as usize));
-    let finals = Arc::new(Mutex::new(Vec::new()));
+    let finals: Finals = Arc::default();
     println!(
         "soak: {} clients in {} rooms, {} msg/s, {} s, {}% leave and come back every {} s",
         a.clients, a.rooms, a.rate, a.duration, a.churn_percent, a.churn_every
