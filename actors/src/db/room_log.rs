@@ -142,13 +142,49 @@ impl Database {
                         .await?;
                 })
             },
-            sqlite: |conn| async {
-                append!(conn, |tx| for event in events {
-                    diesel::insert_into(room_events::table)
-                        .values(event)
-                        .execute(tx)
-                        .await?;
-                })
+            // SQLite runs the whole transaction in one blocking call: a statement at a time
+            // through the async wrapper cost a thread hand-off per row, and a batch touching
+            // many rooms (an insert, an upsert and a trim per room) took a second.
+            sqlite: |conn| {
+                let events = events.to_vec();
+                let changes = rooms_changed.to_vec();
+                async move {
+                    conn.spawn_blocking(move |c| {
+                        c.transaction(|tx| {
+                            for event in &events {
+                                diesel::RunQueryDsl::execute(
+                                    diesel::insert_into(room_events::table).values(event),
+                                    tx,
+                                )?;
+                            }
+                            for change in &changes {
+                                diesel::RunQueryDsl::execute(
+                                    diesel::insert_into(rooms::table)
+                                        .values(&change.head)
+                                        .on_conflict(rooms::room)
+                                        .do_update()
+                                        .set((
+                                            rooms::epoch.eq(excluded(rooms::epoch)),
+                                            rooms::last_seq.eq(excluded(rooms::last_seq)),
+                                            rooms::updated_at.eq(excluded(rooms::updated_at)),
+                                        )),
+                                    tx,
+                                )?;
+                                diesel::RunQueryDsl::execute(
+                                    diesel::delete(
+                                        room_events::table
+                                            .filter(room_events::room.eq(&change.head.room))
+                                            .filter(room_events::seq.lt(change.keep_from)),
+                                    ),
+                                    tx,
+                                )?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await
+                    .map_err(|e| self.err(e))
+                }
             }
         )
     }

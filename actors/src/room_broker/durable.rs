@@ -268,6 +268,8 @@ impl RoomBroker {
             })
             .collect();
         let mut heads: Vec<RoomAppend> = Vec::new();
+        // Where each room's head is in `heads` (a batch may touch a thousand rooms).
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for p in &batch {
             let keep =
                 self.rooms
@@ -277,9 +279,12 @@ impl RoomBroker {
                 head: RoomHead::new(&p.event.room, &p.epoch, p.event.seq),
                 keep_from: i64::try_from((p.event.seq + 1).saturating_sub(keep)).unwrap_or(0),
             };
-            match heads.iter_mut().find(|h| h.head.room == p.event.room) {
-                Some(h) => *h = head,
-                None => heads.push(head),
+            match index.get(p.event.room.as_str()) {
+                Some(&i) => heads[i] = head,
+                None => {
+                    index.insert(p.event.room.as_str(), heads.len());
+                    heads.push(head);
+                }
             }
         }
         let db = d.db.clone();
