@@ -97,50 +97,48 @@ impl Database {
         events: &[NewRoomEvent],
         rooms_changed: &[RoomAppend],
     ) -> Result<(), DbError> {
-        // Postgres takes each chunk in one `INSERT`; SQLite (no batch insert in diesel)
-        // row by row, inside the same transaction, which costs no round trips.
-        macro_rules! append {
-            ($conn:ident, |$tx:ident| $insert:expr) => {
-                $conn
-                    .transaction::<_, diesel::result::Error, _>(|$tx| {
-                        async move {
-                            $insert;
-                            for change in rooms_changed {
-                                diesel::insert_into(rooms::table)
-                                    .values(&change.head)
-                                    .on_conflict(rooms::room)
-                                    .do_update()
-                                    .set((
-                                        rooms::epoch.eq(excluded(rooms::epoch)),
-                                        rooms::last_seq.eq(excluded(rooms::last_seq)),
-                                        rooms::updated_at.eq(excluded(rooms::updated_at)),
-                                    ))
-                                    .execute($tx)
-                                    .await?;
-                                diesel::delete(
-                                    room_events::table
-                                        .filter(room_events::room.eq(&change.head.room))
-                                        .filter(room_events::seq.lt(change.keep_from)),
-                                )
-                                .execute($tx)
-                                .await?;
-                            }
-                            Ok(())
-                        }
-                        .scope_boxed()
-                    })
-                    .await
-                    .map_err(|e| self.err(e))
-            };
-        }
+        // Postgres: each chunk of events in one `INSERT`, every room's head in one upsert and
+        // every trim in one `DELETE`, so a batch over a thousand rooms is a few round trips.
         on_conn!(self, "append_room_events",
             postgres: |conn| async {
-                append!(conn, |tx| for chunk in events.chunks(APPEND_ROWS_PER_STATEMENT) {
-                    diesel::insert_into(room_events::table)
-                        .values(chunk)
+                let heads: Vec<RoomHead> = rooms_changed.iter().map(|c| c.head.clone()).collect();
+                let trim_rooms: Vec<&str> = rooms_changed.iter().map(|c| c.head.room.as_str()).collect();
+                let trim_from: Vec<i64> = rooms_changed.iter().map(|c| c.keep_from).collect();
+                conn.transaction::<_, diesel::result::Error, _>(|tx| {
+                    async move {
+                        for chunk in events.chunks(APPEND_ROWS_PER_STATEMENT) {
+                            diesel::insert_into(room_events::table)
+                                .values(chunk)
+                                .execute(tx)
+                                .await?;
+                        }
+                        for chunk in heads.chunks(APPEND_ROWS_PER_STATEMENT) {
+                            diesel::insert_into(rooms::table)
+                                .values(chunk)
+                                .on_conflict(rooms::room)
+                                .do_update()
+                                .set((
+                                    rooms::epoch.eq(excluded(rooms::epoch)),
+                                    rooms::last_seq.eq(excluded(rooms::last_seq)),
+                                    rooms::updated_at.eq(excluded(rooms::updated_at)),
+                                ))
+                                .execute(tx)
+                                .await?;
+                        }
+                        diesel::sql_query(
+                            "DELETE FROM room_events e USING unnest($1::text[], $2::bigint[]) \
+                             AS k(room, keep_from) WHERE e.room = k.room AND e.seq < k.keep_from",
+                        )
+                        .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&trim_rooms)
+                        .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&trim_from)
                         .execute(tx)
                         .await?;
+                        Ok(())
+                    }
+                    .scope_boxed()
                 })
+                .await
+                .map_err(|e| self.err(e))
             },
             // SQLite runs the whole transaction in one blocking call: a statement at a time
             // through the async wrapper cost a thread hand-off per row, and a batch touching
