@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    fresh_postgres_database, start_server_process, test_secret, ServerProcess, WsClient,
+    fresh_postgres_database, start_server_process, test_secret, Backend, DirectConn, ServerProcess,
+    WsClient,
 };
 
 fn token(user: &str) -> String {
@@ -200,4 +201,67 @@ async fn a_retried_publish_is_not_repeated() {
     let (_, next) = publish(server.port, "orders", json!("after"), None).await;
     assert_eq!(next["seq"], 4);
     assert_eq!(events(&mut ws, 2).await, vec![3, 4]);
+}
+
+/// Rows of `room_events`: each room's count and oldest seq.
+#[derive(diesel::QueryableByName, Debug, PartialEq, Eq)]
+struct Kept {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    room: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    oldest: i64,
+}
+
+async fn kept(backend: Backend, url: &str) -> Vec<Kept> {
+    use diesel_async::RunQueryDsl;
+    let sql = "SELECT room, CAST(count(*) AS BIGINT) AS n, CAST(min(seq) AS BIGINT) AS oldest \
+               FROM room_events GROUP BY room ORDER BY room";
+    match DirectConn::connect(backend, url).await {
+        DirectConn::Postgres(mut c) => diesel::sql_query(sql).load(&mut c).await,
+        DirectConn::Sqlite(mut c) => diesel::sql_query(sql).load(&mut c).await,
+    }
+    .expect("room_events")
+}
+
+/// The store keeps each room's window and no more: a batch over several rooms trims each.
+async fn window_is_trimmed(backend: Backend, extra: &[(&str, &str)], url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![("ROOM_HISTORY_SIZE", "5")];
+    env.extend_from_slice(extra);
+    let server = start(dir.path(), &env);
+    for i in 1..=12u64 {
+        for room in ["a", "b"] {
+            let (status, body) = publish(server.port, room, json!(i), None).await;
+            assert_eq!((status, &body["seq"]), (201, &json!(i)), "{body}");
+        }
+    }
+    let url = if url.is_empty() {
+        dir.path()
+            .join(courier_actors::db::SQLITE_FILE)
+            .display()
+            .to_string()
+    } else {
+        url.to_owned()
+    };
+    let want = |room: &str| Kept {
+        room: room.into(),
+        n: 5,
+        oldest: 8,
+    };
+    assert_eq!(kept(backend, &url).await, vec![want("a"), want("b")]);
+}
+
+#[actix_rt::test]
+async fn the_store_keeps_only_each_rooms_window_on_sqlite() {
+    window_is_trimmed(Backend::Sqlite, &[], "").await;
+}
+
+#[actix_rt::test]
+async fn the_store_keeps_only_each_rooms_window_on_postgres() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    window_is_trimmed(Backend::Postgres, &[("DATABASE_URL", &url)], &url).await;
 }
