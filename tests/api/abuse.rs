@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    spawn_app_with, start_server_process, wait_for_metric, ServerProcess, SseClient, TestApp,
-    WsClient,
+    publish_as, spawn_app_with, start_server_process, wait_for_metric, ServerProcess, SseClient,
+    TestApp, WsClient,
 };
 
 const MIB: u64 = 1 << 20;
@@ -340,15 +340,7 @@ async fn rooms_held_only_by_subscribers_are_let_go() {
 }
 
 async fn publish(app: &TestApp, room: &str, data: Value) -> (u16, Value) {
-    let mut res = app
-        .client
-        .post(app.url(&format!("/rooms/{room}/messages")))
-        .insert_header(("Authorization", format!("Bearer {}", token("alice"))))
-        .send_json(&json!({ "data": data }))
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
-    (res.status().as_u16(), body)
+    publish_as(app.port, "alice", room, data, None).await
 }
 
 /// A full node lets go of its quietest room without subscribers to make space for a new

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::browser::{Browser, Page};
-use crate::helpers::{start_server_process, test_secret, ServerProcess};
+use crate::helpers::{publish_as, start_server_process, test_secret, ServerProcess};
 
 /// The recording harness the tests load into a page.
 const HARNESS: &str = include_str!("../../clients/js/test/harness.js");
@@ -35,14 +35,8 @@ fn start(dir: &Path, port: u16, extra: &[(&str, &str)]) -> ServerProcess {
 
 /// Publishes over REST as `pia`; the seq.
 async fn publish(port: u16, room: &str, text: &str) -> u64 {
-    let mut res = awc::Client::new()
-        .post(format!("http://127.0.0.1:{port}/rooms/{room}/messages"))
-        .insert_header(("Authorization", format!("Bearer {}", token("pia", 3600))))
-        .send_json(&json!({"data": {"text": text}}))
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 201);
-    let body: Value = res.json().await.unwrap();
+    let (status, body) = publish_as(port, "pia", room, json!({"text": text}), None).await;
+    assert_eq!(status, 201, "{body}");
     body["seq"].as_u64().unwrap()
 }
 

@@ -5,13 +5,9 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    closed_port, redis_cli, spawn_app_with, test_secret, wait_for_metric, OwnCluster, OwnRedis,
+    closed_port, publish_as, redis_cli, spawn_app_with, wait_for_metric, OwnCluster, OwnRedis,
     TestApp, WsClient,
 };
-
-fn token(user: &str) -> String {
-    courier::auth::mint(&test_secret(), user, 3600).unwrap()
-}
 
 fn app_name() -> String {
     format!("courier-bus-{:08x}", rand::random::<u32>())
@@ -30,18 +26,7 @@ async fn node(url: &str, name: &str, cluster: bool) -> TestApp {
 }
 
 async fn publish(app: &TestApp, room: &str, data: Value, key: Option<&str>) -> (u16, Value) {
-    let mut req = app
-        .client
-        .post(app.url(&format!("/rooms/{room}/messages")))
-        .insert_header(("Authorization", format!("Bearer {}", token("pat"))));
-    if let Some(key) = key {
-        req = req.insert_header(("Idempotency-Key", key));
-    }
-    let mut res = req.send_json(&json!({ "data": data })).await.unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    publish_as(app.port, "pat", room, data, key).await
 }
 
 async fn joined(app: &TestApp, room: &str) -> (WsClient, Value) {
@@ -49,17 +34,6 @@ async fn joined(app: &TestApp, room: &str) -> (WsClient, Value) {
     ws.send_json(json!({"type": "join", "room": room})).await;
     let joined = ws.json_of("joined").await;
     (ws, joined)
-}
-
-async fn event_seqs(ws: &mut WsClient, n: usize) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    while seqs.len() < n {
-        let v = ws.json().await;
-        if v["type"] == "event" {
-            seqs.push(v["seq"].as_u64().unwrap());
-        }
-    }
-    seqs
 }
 
 /// Subscribers of a room's shard channel, summed over `ports` (the masters of a cluster,
@@ -97,7 +71,7 @@ async fn rooms_over_redis(url: &str, ports: &[u16], cluster: bool) {
     assert_eq!((status, &again["seq"]), (201, &json!(1)), "{again}");
     let (_, second) = publish(&b, "north", json!("two"), Some("k-2")).await;
     assert_eq!(second["seq"], 2);
-    assert_eq!(event_seqs(&mut on_a, 2).await, vec![1, 2], "each once");
+    assert_eq!(on_a.event_seqs(2).await, vec![1, 2], "each once");
 
     // Presence and the room list are the cluster's.
     let (mut on_b, _) = joined(&b, "north").await;
@@ -176,7 +150,7 @@ async fn a_room_redis_lost_starts_a_new_epoch_and_old_positions_are_not_trusted(
     for i in 1..=3 {
         publish(&a, "vault", json!(i), None).await;
     }
-    assert_eq!(event_seqs(&mut ws, 3).await, vec![1, 2, 3]);
+    assert_eq!(ws.event_seqs(3).await, vec![1, 2, 3]);
     let mut late = WsClient::connect(&a, "/ws/json?name=late").await;
     late.send_json(json!({"type": "join", "room": "vault", "since": 1}))
         .await;
@@ -190,7 +164,7 @@ async fn a_room_redis_lost_starts_a_new_epoch_and_old_positions_are_not_trusted(
     let resync = ws.json_of("resync").await;
     assert_eq!(resync["recovered"], false);
     assert_ne!(resync["epoch"], json!(old_epoch));
-    assert_eq!(event_seqs(&mut ws, 1).await, vec![1]);
+    assert_eq!(ws.event_seqs(1).await, vec![1]);
 
     // A client coming back with a position in the old epoch is told it cannot recover.
     let mut back = WsClient::connect(&a, "/ws/json?name=back").await;

@@ -24,18 +24,6 @@ async fn join(app: &TestApp, name: &str, room: &str) -> WsClient {
     ws
 }
 
-/// The `seq` of every event `ws` receives until it has `count` of them.
-async fn event_seqs(ws: &mut WsClient, count: usize) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    while seqs.len() < count {
-        let v = ws.json().await;
-        if v["type"] == "event" {
-            seqs.push(v["seq"].as_u64().unwrap());
-        }
-    }
-    seqs
-}
-
 #[actix_rt::test]
 async fn two_nodes_share_a_room_in_seq_order() {
     let Some(redis) = service_url("COURIER_TEST_REDIS_URL", Some("redis://127.0.0.1:6379/0"))
@@ -63,8 +51,8 @@ async fn two_nodes_share_a_room_in_seq_order() {
             .await;
     }
     let expected: Vec<u64> = (1..=2 * per_node as u64).collect();
-    assert_eq!(event_seqs(&mut on_a, 2 * per_node).await, expected);
-    assert_eq!(event_seqs(&mut on_b, 2 * per_node).await, expected);
+    assert_eq!(on_a.event_seqs(2 * per_node).await, expected);
+    assert_eq!(on_b.event_seqs(2 * per_node).await, expected);
     for seq in 1..=2 * per_node as u64 {
         let ev = sse_b.next_event().await.unwrap();
         assert_eq!(ev.seq(), Some(seq), "SSE on the other node, in order");
@@ -102,7 +90,7 @@ async fn two_nodes_share_a_room_in_seq_order() {
     late.send_json(json!({"type": "join", "room": "shared", "since": 45}))
         .await;
     assert_eq!(late.json_of("joined").await["seq"], 50);
-    assert_eq!(event_seqs(&mut late, 5).await, vec![46, 47, 48, 49, 50]);
+    assert_eq!(late.event_seqs(5).await, vec![46, 47, 48, 49, 50]);
 }
 
 /// While Redis is down nothing is numbered anywhere: publishes are refused, so no two
@@ -124,8 +112,8 @@ async fn without_redis_publishes_are_refused_and_a_lost_room_starts_a_new_epoch(
         .send_json(json!({"type": "publish", "room": "resilient", "data": 1, "id": "1"}))
         .await;
     assert_eq!(publisher.json_of("ack").await["seq"], 1);
-    assert_eq!(event_seqs(&mut on_a, 1).await, [1]);
-    assert_eq!(event_seqs(&mut on_b, 1).await, [1]);
+    assert_eq!(on_a.event_seqs(1).await, [1]);
+    assert_eq!(on_b.event_seqs(1).await, [1]);
 
     redis.stop();
     wait_for_metric(&a, "courier_bus_connected", 0.0).await;
@@ -162,7 +150,7 @@ async fn without_redis_publishes_are_refused_and_a_lost_room_starts_a_new_epoch(
         let resync = ws.json_of("resync").await;
         assert_eq!(resync["recovered"], false, "{resync}");
         assert!(resync["epoch"].is_string(), "{resync}");
-        assert_eq!(event_seqs(ws, 1).await, [1]);
+        assert_eq!(ws.event_seqs(1).await, [1]);
     }
 }
 

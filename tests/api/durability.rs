@@ -5,8 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    fresh_postgres_database, start_server_process, test_secret, Backend, DirectConn, ServerProcess,
-    WsClient,
+    fresh_postgres_database, publish_as, start_server_process, test_secret, Backend, DirectConn,
+    ServerProcess, WsClient,
 };
 
 fn token(user: &str) -> String {
@@ -21,17 +21,7 @@ fn start(dir: &std::path::Path, extra: &[(&str, &str)]) -> ServerProcess {
 }
 
 async fn publish(port: u16, room: &str, data: Value, key: Option<&str>) -> (u16, Value) {
-    let mut req = awc::Client::new()
-        .post(format!("http://127.0.0.1:{port}/rooms/{room}/messages"))
-        .insert_header(("Authorization", format!("Bearer {}", token("pia"))));
-    if let Some(key) = key {
-        req = req.insert_header(("Idempotency-Key", key));
-    }
-    let mut res = req.send_json(&json!({ "data": data })).await.unwrap();
-    (
-        res.status().as_u16(),
-        res.json().await.unwrap_or(Value::Null),
-    )
+    publish_as(port, "pia", room, data, key).await
 }
 
 /// Joins `room` with `since` (and `epoch`); the `joined` frame and the events replayed.
@@ -44,17 +34,6 @@ async fn join(port: u16, room: &str, since: u64, epoch: Option<&str>) -> (WsClie
     ws.send_json(join).await;
     let joined = ws.json_of("joined").await;
     (ws, joined)
-}
-
-async fn events(ws: &mut WsClient, n: usize) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    while seqs.len() < n {
-        let v = ws.json().await;
-        if v["type"] == "event" {
-            seqs.push(v["seq"].as_u64().unwrap());
-        }
-    }
-    seqs
 }
 
 #[actix_rt::test]
@@ -97,10 +76,10 @@ async fn killed_server_continues(backend: &[(&str, &str)]) {
         (&json!(50), Some(epoch.as_str()), &json!(true)),
         "{joined}"
     );
-    assert_eq!(events(&mut ws, 10).await, (41..=50).collect::<Vec<_>>());
+    assert_eq!(ws.event_seqs(10).await, (41..=50).collect::<Vec<_>>());
     let (status, body) = publish(server.port, "lobby", json!({"n": 51}), None).await;
     assert_eq!((status, &body["seq"]), (201, &json!(51)), "{body}");
-    assert_eq!(events(&mut ws, 1).await, vec![51]);
+    assert_eq!(ws.event_seqs(1).await, vec![51]);
 
     // The room is listed and its history read back from the database.
     let client = awc::Client::new();
@@ -150,19 +129,19 @@ async fn a_replay_that_cannot_be_complete_says_so() {
     assert_eq!(joined["recovered"], false, "{joined}");
     let epoch = joined["epoch"].as_str().unwrap().to_owned();
     assert_eq!(ws.json_of("error").await["code"], "history_truncated");
-    assert_eq!(events(&mut ws, 20).await, (11..=30).collect::<Vec<_>>());
+    assert_eq!(ws.event_seqs(20).await, (11..=30).collect::<Vec<_>>());
 
     // Inside the window: complete.
     let (mut ws, joined) = join(server.port, "short", 25, Some(&epoch)).await;
     assert_eq!(joined["recovered"], true, "{joined}");
-    assert_eq!(events(&mut ws, 5).await, (26..=30).collect::<Vec<_>>());
+    assert_eq!(ws.event_seqs(5).await, (26..=30).collect::<Vec<_>>());
 
     // Another epoch: the numbers say nothing; nothing is replayed.
     let (mut ws, joined) = join(server.port, "short", 25, Some("0123456789abcdef")).await;
     assert_eq!(joined["recovered"], false, "{joined}");
     publish(server.port, "short", json!(31), None).await;
     assert_eq!(
-        events(&mut ws, 1).await,
+        ws.event_seqs(1).await,
         vec![31],
         "live events follow, nothing replayed"
     );
@@ -183,7 +162,7 @@ async fn a_retried_publish_is_not_repeated() {
     );
     let (_, other) = publish(server.port, "orders", json!("next"), Some("order-18")).await;
     assert_eq!(other["seq"], 2);
-    assert_eq!(events(&mut ws, 2).await, vec![1, 2], "delivered once each");
+    assert_eq!(ws.event_seqs(2).await, vec![1, 2], "delivered once each");
 
     // Over WebSocket the message id is the key: a resend is acknowledged, not repeated.
     let mut publisher = WsClient::connect_to(
@@ -200,7 +179,7 @@ async fn a_retried_publish_is_not_repeated() {
     }
     let (_, next) = publish(server.port, "orders", json!("after"), None).await;
     assert_eq!(next["seq"], 4);
-    assert_eq!(events(&mut ws, 2).await, vec![3, 4]);
+    assert_eq!(ws.event_seqs(2).await, vec![3, 4]);
 }
 
 /// Rows of `room_events`: each room's count and oldest seq.

@@ -146,6 +146,35 @@ pub fn test_secret() -> courier::config::Secret {
     test_config(&dir, &[]).jwt_secret
 }
 
+/// A token for `user` (an hour) signed with the test secret, for servers run with the
+/// test configuration (in this process or as a process of their own).
+pub fn user_token(user: &str) -> String {
+    courier::auth::mint(&test_secret(), user, 3600).expect("token")
+}
+
+/// Publishes `data` into `room` over REST on the server at `port`, as `user`, with an
+/// `Idempotency-Key` when given; the status and the body (`Null` when not JSON).
+pub async fn publish_as(
+    port: u16,
+    user: &str,
+    room: &str,
+    data: serde_json::Value,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = awc::Client::new()
+        .post(format!("http://127.0.0.1:{port}/rooms/{room}/messages"))
+        .insert_header(("Authorization", format!("Bearer {}", user_token(user))));
+    if let Some(key) = key {
+        req = req.insert_header(("Idempotency-Key", key));
+    }
+    let mut res = req
+        .send_json(&serde_json::json!({ "data": data }))
+        .await
+        .expect("the publish is answered");
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    (res.status().as_u16(), body)
+}
+
 /// Polls `/metrics` until `line_prefix` has `value`, or panics after the receive limit.
 pub async fn wait_for_metric(app: &TestApp, line_prefix: &str, value: f64) {
     let deadline = std::time::Instant::now() + RECV_LIMIT;

@@ -136,6 +136,19 @@ impl WsClient {
         serde_json::from_str(&self.text().await).expect("a JSON frame")
     }
 
+    /// The `seq` of every event received until there are `count` of them (other frames
+    /// are skipped).
+    pub async fn event_seqs(&mut self, count: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while seqs.len() < count {
+            let v = self.json().await;
+            if v["type"] == "event" {
+                seqs.push(v["seq"].as_u64().expect("an event has a seq"));
+            }
+        }
+        seqs
+    }
+
     /// The next JSON frame whose type is `kind`, skipping others.
     pub async fn json_of(&mut self, kind: &str) -> serde_json::Value {
         loop {
