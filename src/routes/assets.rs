@@ -20,7 +20,8 @@ const FAVICON_SVG: &str = include_str!("../static/favicon.svg");
 
 /// A body with its content type and entity tag.
 pub struct Asset {
-    body: Vec<u8>,
+    /// Shared: each response takes a reference, not a copy.
+    body: actix_web::web::Bytes,
     content_type: &'static str,
     etag: String,
 }
@@ -31,7 +32,7 @@ impl Asset {
         let digest = Sha256::digest(&body);
         let etag = format!("\"{}\"", hex::encode(&digest[..12]));
         Self {
-            body,
+            body: body.into(),
             content_type,
             etag,
         }

@@ -40,20 +40,6 @@ impl Commands {
             conn: tokio::sync::OnceCell::new(),
         })))
     }
-
-    /// Sends `PING` (readiness).
-    pub async fn ping(&self, timeout: Duration) -> Result<(), String> {
-        tokio::time::timeout(timeout, async {
-            let mut c = self.get().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|_| format!("redis did not answer within {timeout:?}"))?
-    }
 }
 
 /// A connection commands can be sent on.

@@ -497,17 +497,4 @@ impl RedisBus {
     pub fn history_cap(&self) -> usize {
         self.inner.history_cap
     }
-
-    /// Sends `PING` (readiness).
-    pub async fn ping(&self) -> Result<(), String> {
-        self.timed(async {
-            let mut c = self.conn().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .await
-    }
 }
