@@ -76,8 +76,7 @@ async fn rooms_over_redis(url: &str, ports: &[u16], cluster: bool) {
     // Presence and the room list are the cluster's.
     let (mut on_b, _) = joined(&b, "north").await;
     assert_eq!(shard_subscribers(ports, &name, "north"), 2);
-    let (_, _, p) = a.get_json("/rooms/north/presence").await;
-    assert_eq!(p["members"].as_array().unwrap().len(), 2, "{p}");
+    wait_for_presence(&a, "north", 2).await;
     wait_for_rooms(&b, "north", 2).await;
 
     // The last member leaving a node ends that node's subscription.
@@ -87,6 +86,23 @@ async fn rooms_over_redis(url: &str, ports: &[u16], cluster: bool) {
     wait_for(|| shard_subscribers(ports, &name, "north") == 1).await;
     drop(on_a);
     wait_for(|| shard_subscribers(ports, &name, "north") == 0).await;
+}
+
+/// Polls the room's presence on `app` until it has `members` (each node writes its
+/// members' presence to Redis after their join is answered, not before).
+async fn wait_for_presence(app: &TestApp, room: &str, members: usize) {
+    let deadline = std::time::Instant::now() + crate::helpers::RECV_LIMIT;
+    loop {
+        let (_, _, p) = app.get_json(&format!("/rooms/{room}/presence")).await;
+        if p["members"].as_array().map(Vec::len) == Some(members) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the presence of {room} never had {members} members: {p}"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `/rooms` on `app` until `room` is listed with `members` (cluster-wide).
