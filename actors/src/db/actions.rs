@@ -58,42 +58,65 @@ impl Database {
     ) -> Result<(i64, Vec<i64>), DbError> {
         let action = action.to_owned();
         let jobs_for = &jobs_for;
-        on_conn!(self, "create_action", |conn| async {
-            let action = action.clone();
-            conn.transaction::<_, DieselError, _>(|tx| {
-                async move {
-                    let action_id: i64 = diesel::insert_into(actions::table)
-                        .values((
-                            actions::user_id.eq(user_id),
-                            actions::action.eq(&action),
-                            actions::created_at.eq(now()),
-                        ))
-                        .returning(actions::id)
-                        .get_result(tx)
-                        .await?;
-                    let mut ids = Vec::new();
-                    for job in jobs_for(action_id) {
-                        ids.push(
-                            diesel::insert_into(jobs::table)
-                                .values(&job)
-                                .returning(jobs::id)
-                                .get_result::<i64>(tx)
-                                .await?,
-                        );
+        let map = |e| match e {
+            DieselError::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ) => DbError::NotFound("User not found".into()),
+            e => self.err(e),
+        };
+        let row = || {
+            (
+                actions::user_id.eq(user_id),
+                actions::action.eq(action.clone()),
+                actions::created_at.eq(now()),
+            )
+        };
+        on_conn!(self, "create_action",
+            // No `RETURNING`: each insert's id is the connection's `LAST_INSERT_ID()`.
+            mysql: |conn| async {
+                conn.transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        diesel::insert_into(actions::table).values(row()).execute(tx).await?;
+                        let action_id = super::mysql::last_insert_id(tx).await?;
+                        let mut ids = Vec::new();
+                        for job in jobs_for(action_id) {
+                            diesel::insert_into(jobs::table).values(&job).execute(tx).await?;
+                            ids.push(super::mysql::last_insert_id(tx).await?);
+                        }
+                        Ok((action_id, ids))
                     }
-                    Ok((action_id, ids))
-                }
-                .scope_boxed()
-            })
-            .await
-            .map_err(|e| match e {
-                DieselError::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                    _,
-                ) => DbError::NotFound("User not found".into()),
-                e => self.err(e),
-            })
-        })
+                    .scope_boxed()
+                })
+                .await
+                .map_err(map)
+            },
+            others: |conn| async {
+                conn.transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        let action_id: i64 = diesel::insert_into(actions::table)
+                            .values(row())
+                            .returning(actions::id)
+                            .get_result(tx)
+                            .await?;
+                        let mut ids = Vec::new();
+                        for job in jobs_for(action_id) {
+                            ids.push(
+                                diesel::insert_into(jobs::table)
+                                    .values(&job)
+                                    .returning(jobs::id)
+                                    .get_result::<i64>(tx)
+                                    .await?,
+                            );
+                        }
+                        Ok((action_id, ids))
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(map)
+            }
+        )
     }
 
     /// Writes an email to the outbox, once per job.
@@ -159,7 +182,48 @@ impl Database {
     /// Counts an action in the analytics, once per action however often the job runs.
     pub async fn count_action(&self, action_id: i64, action: &str) -> Result<(), DbError> {
         let action = action.to_owned();
-        on_conn!(self, "count_action", |conn| async {
+        on_conn!(self, "count_action",
+            // MySQL's stand-in for `DO NOTHING` (`ON DUPLICATE KEY UPDATE id = id`) reports
+            // a found row as affected, so a duplicate is told by its error; a failed
+            // statement does not end a MySQL transaction.
+            mysql: |conn| async {
+                let action = action.clone();
+                conn.transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        let fresh = match diesel::insert_into(analytics_applied::table)
+                            .values(analytics_applied::action_id.eq(action_id))
+                            .execute(tx)
+                            .await
+                        {
+                            Ok(_) => true,
+                            Err(e) if super::queries::is_unique_violation(&e) => false,
+                            Err(e) => return Err(e),
+                        };
+                        if fresh {
+                            let t = now();
+                            diesel::insert_into(analytics::table)
+                                .values((
+                                    analytics::action.eq(&action),
+                                    analytics::count.eq(1i64),
+                                    analytics::updated_at.eq(t),
+                                ))
+                                .on_conflict(diesel::dsl::DuplicatedKeys)
+                                .do_update()
+                                .set((
+                                    analytics::count.eq(analytics::count + 1i64),
+                                    analytics::updated_at.eq(t),
+                                ))
+                                .execute(tx)
+                                .await?;
+                        }
+                        Ok(())
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(|e| self.err(e))
+            },
+            others: |conn| async {
             let action = action.clone();
             conn.transaction::<_, DieselError, _>(|tx| {
                 async move {
@@ -191,7 +255,8 @@ impl Database {
             })
             .await
             .map_err(|e| self.err(e))
-        })
+        }
+        )
     }
 
     /// Counts per action, most frequent first.

@@ -17,7 +17,8 @@ use diesel::expression::AsExpression;
 use diesel::prelude::*;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::{BigInt, Text, Timestamp};
-use diesel_async::RunQueryDsl;
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -215,20 +216,44 @@ macro_rules! update_job {
     ($db:expr, $id:expr, $worker:expr, $op:expr, $changes:expr) => {{
         let t = now();
         let changes = $changes;
-        on_conn!($db, $op, |conn| async {
-            diesel::update(
-                jobs::table
-                    .find($id)
-                    .filter(jobs::worker.eq($worker))
-                    .filter(jobs::state.eq(JobState::Running)),
-            )
-            .set(changes(t))
-            .returning(Job::as_returning())
-            .get_result(conn)
-            .await
-            .optional()
-            .map_err(|e| $db.err(e))
-        })
+        let held = || {
+            jobs::table
+                .find($id)
+                .filter(jobs::worker.eq($worker))
+                .filter(jobs::state.eq(JobState::Running))
+        };
+        on_conn!($db, $op,
+            // No `RETURNING`: the update and the read of the row it locked, in one
+            // transaction.
+            mysql: |conn| async {
+                conn.transaction::<_, diesel::result::Error, _>(|tx| {
+                    async move {
+                        let n = diesel::update(held()).set(changes(t)).execute(tx).await?;
+                        if n == 0 {
+                            return Ok(None);
+                        }
+                        jobs::table
+                            .find($id)
+                            .select(Job::as_select())
+                            .first(tx)
+                            .await
+                            .optional()
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(|e| $db.err(e))
+            },
+            others: |conn| async {
+                diesel::update(held())
+                    .set(changes(t))
+                    .returning(Job::as_returning())
+                    .get_result(conn)
+                    .await
+                    .optional()
+                    .map_err(|e| $db.err(e))
+            }
+        )
     }};
 }
 
@@ -241,14 +266,24 @@ impl Database {
     pub async fn enqueue(&self, new: Vec<NewJob>) -> Result<Vec<i64>, DbError> {
         let mut ids = Vec::with_capacity(new.len());
         for job in new {
-            let id = on_conn!(self, "enqueue_job", |conn| async {
-                diesel::insert_into(jobs::table)
-                    .values(&job)
-                    .returning(jobs::id)
-                    .get_result::<i64>(conn)
+            let id = on_conn!(self, "enqueue_job",
+                mysql: |conn| async {
+                    async {
+                        diesel::insert_into(jobs::table).values(&job).execute(&mut *conn).await?;
+                        super::mysql::last_insert_id(conn).await
+                    }
                     .await
                     .map_err(|e| self.err(e))
-            })?;
+                },
+                others: |conn| async {
+                    diesel::insert_into(jobs::table)
+                        .values(&job)
+                        .returning(jobs::id)
+                        .get_result::<i64>(conn)
+                        .await
+                        .map_err(|e| self.err(e))
+                }
+            )?;
             ids.push(id);
         }
         Ok(ids)
@@ -291,10 +326,61 @@ impl Database {
         let t = now();
         let until = later(lease);
         let sql = match self.backend() {
-            Backend::Postgres => CLAIM_POSTGRES,
+            Backend::Postgres | Backend::Mysql => CLAIM_POSTGRES,
             Backend::Sqlite => CLAIM_SQLITE,
         };
-        on_conn!(self, "claim_jobs", |conn| async {
+        on_conn!(self, "claim_jobs",
+            // MySQL cannot update the table its subquery reads (nor limit an `IN`
+            // subquery): the runnable ids are locked first, skipping rows another worker
+            // is claiming, then updated and read back, in one transaction.
+            mysql: |conn| async {
+                conn.transaction::<_, diesel::result::Error, _>(|tx| {
+                    async move {
+                        let ids: Vec<i64> = jobs::table
+                            .filter(
+                                jobs::state
+                                    .eq(JobState::Queued)
+                                    .and(jobs::run_at.le(t))
+                                    .or(jobs::state
+                                        .eq(JobState::Running)
+                                        .and(jobs::lease_until.lt(t))
+                                        .and(jobs::attempts.lt(jobs::max_attempts))),
+                            )
+                            .order((jobs::run_at.asc(), jobs::id.asc()))
+                            .limit(limit)
+                            .select(jobs::id)
+                            .for_update()
+                            .skip_locked()
+                            .load(tx)
+                            .await?;
+                        if ids.is_empty() {
+                            return Ok(Vec::new());
+                        }
+                        diesel::update(jobs::table.filter(jobs::id.eq_any(&ids)))
+                            .set((
+                                jobs::state.eq(JobState::Running),
+                                jobs::attempts.eq(jobs::attempts + 1),
+                                jobs::progress.eq(0),
+                                jobs::progress_note.eq(None::<String>),
+                                jobs::lease_until.eq(Some(until)),
+                                jobs::worker.eq(Some(worker)),
+                                jobs::updated_at.eq(t),
+                            ))
+                            .execute(tx)
+                            .await?;
+                        jobs::table
+                            .filter(jobs::id.eq_any(&ids))
+                            .order((jobs::run_at.asc(), jobs::id.asc()))
+                            .select(Job::as_select())
+                            .load(tx)
+                            .await
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(|e| self.err(e))
+            },
+            others: |conn| async {
             diesel::sql_query(sql)
                 .bind::<Timestamp, _>(until)
                 .bind::<Text, _>(worker)
@@ -305,7 +391,8 @@ impl Database {
                 .load::<Job>(conn)
                 .await
                 .map_err(|e| self.err(e))
-        })
+            }
+        )
     }
 
     /// Extends the lease of a job `worker` holds; false when it no longer holds it.

@@ -1,12 +1,14 @@
-//! The relational store: Postgres through a bb8 pool of diesel-async connections when
-//! `DATABASE_URL` is set, an embedded SQLite file otherwise.
+//! The relational store: PostgreSQL or MySQL/MariaDB through a bb8 pool of diesel-async
+//! connections when `DATABASE_URL` (or `MYSQL_URL`) is set, an embedded SQLite file
+//! otherwise.
 //!
-//! One set of queries serves both backends: [`Database`] holds one of two pools, and the
+//! One set of queries serves every backend: [`Database`] holds one of three pools, and the
 //! [`on_conn!`] macro checks out a connection and runs the same diesel query code against
-//! whichever it is. Every operation is bounded twice: taking a connection by the pool's
+//! whichever it is (a named per-backend body where the SQL must differ). Every operation is bounded twice: taking a connection by the pool's
 //! connect timeout (a database that is down answers [`DbError::Unavailable`] within it),
 //! and the statement by `DB_STATEMENT_TIMEOUT_MS` (enforced by Postgres itself through
-//! `statement_timeout`, by SQLite through `busy_timeout`, and by a client-side deadline
+//! `statement_timeout`, by MySQL/MariaDB through `max_execution_time`/`max_statement_time`
+//! (see [`mysql`]), by SQLite through `busy_timeout`, and by a client-side deadline
 //! [`STATEMENT_TIMEOUT_GRACE`] later in case the server cannot answer at all), which
 //! answers [`DbError::Timeout`].
 //!
@@ -19,12 +21,15 @@
 
 pub mod actions;
 pub mod documents;
+mod error;
 pub mod job_queue;
 pub mod migrations;
 pub mod models;
+pub mod mysql;
 pub mod queries;
 pub mod room_log;
 pub mod schema;
+mod sql_fragments;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +42,9 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolError, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, TryFutureExt};
 use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
@@ -47,6 +54,7 @@ use crate::metrics;
 use crate::stores::PoolConfig;
 
 pub use documents::DocumentStore;
+pub use error::DbError;
 
 /// The client-side deadline of a statement is the statement timeout plus this: the
 /// database's own timeout fires first and reports a clean error; this one only catches a
@@ -88,6 +96,8 @@ impl SpawnBlocking for CallerRuntime {
 }
 /// The Postgres pool.
 pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+/// The MySQL/MariaDB pool.
+pub type MysqlPool = bb8::Pool<AsyncDieselConnectionManager<AsyncMysqlConnection>>;
 /// The SQLite pool.
 pub type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConn>>;
 
@@ -96,99 +106,19 @@ pub type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConn>>;
 pub enum Backend {
     /// Postgres (`DATABASE_URL`).
     Postgres,
+    /// MySQL or MariaDB (`DATABASE_URL=mysql://…` or `MYSQL_URL`).
+    Mysql,
     /// The embedded SQLite file.
     Sqlite,
 }
 
 impl Backend {
-    /// `postgres` or `sqlite`.
+    /// `postgres`, `mysql` or `sqlite`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
             Self::Sqlite => "sqlite",
-        }
-    }
-}
-
-/// Why a database operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DbError {
-    /// The database cannot be reached, refused the connection, or its schema is not ready.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A statement did not finish within the statement timeout.
-    #[error("the database did not finish the statement within {0:?}")]
-    Timeout(Duration),
-    /// A row with the same unique key exists.
-    #[error("{0}")]
-    Conflict(String),
-    /// The request refers to something that does not exist, or breaks a rule of the schema.
-    #[error("{0}")]
-    Invalid(String),
-    /// The addressed row does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// Anything else; the detail is logged.
-    #[error("database error: {0}")]
-    Internal(String),
-}
-
-impl DbError {
-    /// Every [`kind`](Self::kind), so each has a counter from the start.
-    pub const KINDS: [&'static str; 6] = [
-        "unavailable",
-        "timeout",
-        "conflict",
-        "invalid",
-        "not_found",
-        "internal",
-    ];
-
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Unavailable(_) => "unavailable",
-            Self::Timeout(_) => "timeout",
-            Self::Conflict(_) => "conflict",
-            Self::Invalid(_) => "invalid",
-            Self::NotFound(_) => "not_found",
-            Self::Internal(_) => "internal",
-        }
-    }
-
-    /// Classifies a driver error that the query did not handle itself.
-    pub fn from_diesel(e: DieselError, statement_timeout: Duration) -> Self {
-        match e {
-            DieselError::DatabaseError(kind, info) => {
-                let message = info.message().to_owned();
-                match kind {
-                    DatabaseErrorKind::UniqueViolation => Self::Conflict(message),
-                    DatabaseErrorKind::ForeignKeyViolation
-                    | DatabaseErrorKind::CheckViolation
-                    | DatabaseErrorKind::NotNullViolation => Self::Invalid(message),
-                    DatabaseErrorKind::ClosedConnection
-                    | DatabaseErrorKind::UnableToSendCommand => {
-                        Self::Unavailable(format!("the database connection failed: {message}"))
-                    }
-                    _ if message.contains("statement timeout")
-                        || message.contains("database is locked") =>
-                    {
-                        Self::Timeout(statement_timeout)
-                    }
-                    _ if message.contains("terminating connection")
-                        || message.contains("shutting down")
-                        || message.contains("starting up")
-                        || message.contains("connection closed") =>
-                    {
-                        Self::Unavailable(format!("the database is unavailable: {message}"))
-                    }
-                    _ => Self::Internal(message),
-                }
-            }
-            DieselError::BrokenTransactionManager => {
-                Self::Unavailable("the database connection failed mid-transaction".into())
-            }
-            other => Self::Internal(other.to_string()),
         }
     }
 }
@@ -261,6 +191,7 @@ pub struct DbConfig {
 
 enum Pools {
     Postgres(PgPool),
+    Mysql(MysqlPool),
     Sqlite(SqlitePool),
 }
 
@@ -275,6 +206,8 @@ struct Inner {
     /// Why the migrations could not be applied yet.
     schema_error: Mutex<Option<String>>,
     documents: DocumentStore,
+    /// When a connection last failed (MySQL pings on checkout for a while after).
+    failures: Arc<mysql::FailureWindow>,
 }
 
 /// The relational store and the document store: cheap to clone, shared by every
@@ -333,10 +266,15 @@ where
 /// under `$op`. Expands the body once per backend, or takes one body per backend.
 macro_rules! on_conn {
     ($db:expr, $op:expr, |$conn:ident| $body:expr) => {
-        on_conn!($db, $op, postgres: |$conn| $body, sqlite: |$conn| $body)
+        on_conn!($db, $op, postgres: |$conn| $body, mysql: |$conn| $body, sqlite: |$conn| $body)
+    };
+    // MySQL's own body (it has no `RETURNING`), the shared one for the others.
+    ($db:expr, $op:expr, mysql: |$mc:ident| $mbody:expr, others: |$conn:ident| $body:expr) => {
+        on_conn!($db, $op, postgres: |$conn| $body, mysql: |$mc| $mbody, sqlite: |$conn| $body)
     };
     // A body per backend, for the few statements that must differ.
-    ($db:expr, $op:expr, postgres: |$pc:ident| $pbody:expr, sqlite: |$sc:ident| $sbody:expr) => {{
+    ($db:expr, $op:expr, postgres: |$pc:ident| $pbody:expr, mysql: |$mc:ident| $mbody:expr,
+     sqlite: |$sc:ident| $sbody:expr) => {{
         let db: &$crate::db::Database = &$db;
         let started = ::std::time::Instant::now();
         let result = async {
@@ -346,6 +284,11 @@ macro_rules! on_conn {
                     let mut guard = db.checkout(pool).await?;
                     let $pc = &mut *guard;
                     db.deadline($pbody).await
+                }
+                $crate::db::PoolRef::Mysql(pool) => {
+                    let mut guard = db.checkout(pool).await?;
+                    let $mc = &mut *guard;
+                    db.deadline($mbody).await
                 }
                 $crate::db::PoolRef::Sqlite(pool) => {
                     let mut guard = db.checkout(pool).await?;
@@ -365,6 +308,7 @@ pub(crate) use on_conn;
 #[doc(hidden)]
 pub enum PoolRef<'a> {
     Postgres(&'a PgPool),
+    Mysql(&'a MysqlPool),
     Sqlite(&'a SqlitePool),
 }
 
@@ -393,7 +337,35 @@ impl Database {
         });
         let manager = AsyncDieselConnectionManager::new_with_config(url, config);
         let pool = settings.pool.builder().build_unchecked(manager);
-        Self::new(Pools::Postgres(pool), url, settings, metrics, documents)
+        Self::new(
+            Pools::Postgres(pool),
+            url,
+            settings,
+            metrics,
+            documents,
+            Arc::default(),
+        )
+    }
+
+    /// MySQL or MariaDB at `url`. No connection is opened here.
+    pub fn mysql(
+        url: &str,
+        settings: DbConfig,
+        metrics: DbMetrics,
+        documents: DocumentStore,
+    ) -> Self {
+        let failures = Arc::new(mysql::FailureWindow::default());
+        let config = mysql::manager_config(settings.statement_timeout, failures.clone());
+        let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+        let pool = settings.pool.builder().build_unchecked(manager);
+        Self::new(
+            Pools::Mysql(pool),
+            url,
+            settings,
+            metrics,
+            documents,
+            failures,
+        )
     }
 
     /// The embedded SQLite file `SQLITE_FILE` in `data_dir` (which must exist).
@@ -423,7 +395,14 @@ impl Database {
         });
         let manager = AsyncDieselConnectionManager::new_with_config(&path, config);
         let pool = settings.pool.builder().build_unchecked(manager);
-        Self::new(Pools::Sqlite(pool), &path, settings, metrics, documents)
+        Self::new(
+            Pools::Sqlite(pool),
+            &path,
+            settings,
+            metrics,
+            documents,
+            Arc::default(),
+        )
     }
 
     fn new(
@@ -432,6 +411,7 @@ impl Database {
         settings: DbConfig,
         metrics: DbMetrics,
         documents: DocumentStore,
+        failures: Arc<mysql::FailureWindow>,
     ) -> Self {
         metrics.pool_max.set(i64::from(settings.pool.max_size));
         Self {
@@ -443,6 +423,7 @@ impl Database {
                 schema_ready: AtomicBool::new(false),
                 schema_error: Mutex::new(Some("migrations have not run yet".into())),
                 documents,
+                failures,
             }),
         }
     }
@@ -451,6 +432,7 @@ impl Database {
     pub fn backend(&self) -> Backend {
         match self.inner.pools {
             Pools::Postgres(_) => Backend::Postgres,
+            Pools::Mysql(_) => Backend::Mysql,
             Pools::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -464,6 +446,7 @@ impl Database {
     pub fn pools(&self) -> PoolRef<'_> {
         match &self.inner.pools {
             Pools::Postgres(p) => PoolRef::Postgres(p),
+            Pools::Mysql(p) => PoolRef::Mysql(p),
             Pools::Sqlite(p) => PoolRef::Sqlite(p),
         }
     }
@@ -529,6 +512,9 @@ impl Database {
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
             m.errors.with_label_values(&[e.kind()]).inc();
+            if matches!(e, DbError::Unavailable(_)) {
+                self.inner.failures.open();
+            }
             match e {
                 DbError::Internal(detail) => log::error!("db: {op} failed: {detail}"),
                 DbError::Unavailable(_) | DbError::Timeout(_) => {
@@ -543,6 +529,7 @@ impl Database {
     pub fn refresh_pool_metrics(&self) {
         let state = match &self.inner.pools {
             Pools::Postgres(p) => p.state(),
+            Pools::Mysql(p) => p.state(),
             Pools::Sqlite(p) => p.state(),
         };
         let m = &self.inner.metrics;

@@ -1,15 +1,18 @@
-//! Every relational query, written once with diesel's query builder and run on either
-//! backend through [`on_conn!`]. Only `/users-fast` is raw SQL, one statement per backend.
+//! Every relational query, written once with diesel's query builder and run on every
+//! backend through [`on_conn!`]. Only `/users-fast` is raw SQL, one statement per backend;
+//! MySQL, which has no `RETURNING`, reads an inserted row back by the id it was given
+//! ([`insert_and_read!`]).
 
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Text};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use futures_util::future::try_join3;
 
 use super::models::*;
+use super::mysql::insert_and_read;
 use super::schema::{comments, data, orders, posts, users};
+use super::sql_fragments::{revenue_cents, UserJson};
 use super::{on_conn, Database, DbError};
 
 /// Newest users and orders shown on the dashboard.
@@ -17,53 +20,6 @@ pub const DASHBOARD_ROWS: i64 = 10;
 
 /// Most comments returned with a post.
 pub const POST_COMMENTS_LIMIT: i64 = 100;
-
-/// `/users-fast`: the user with `id` as JSON text built by the database, one statement
-/// with a fixed text. Unlike `sql_query` (whose text diesel cannot assume is fixed), this
-/// query has a static id, so each connection prepares it once and reuses it.
-#[derive(Debug, Clone, Copy)]
-struct UserJson {
-    id: i64,
-}
-
-impl diesel::query_builder::QueryId for UserJson {
-    type QueryId = Self;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl diesel::query_builder::Query for UserJson {
-    type SqlType = Text;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for UserJson {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> QueryResult<()> {
-        out.push_sql(
-            "SELECT row_to_json(u)::text FROM (SELECT id, name, email, \
-             to_char(created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at \
-             FROM users WHERE id = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.id)?;
-        out.push_sql(") u");
-        Ok(())
-    }
-}
-
-impl diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for UserJson {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
-    ) -> QueryResult<()> {
-        out.push_sql(
-            "SELECT json_object('id', id, 'name', name, 'email', email, \
-             'created_at', strftime('%Y-%m-%dT%H:%M:%fZ', created_at)) FROM users WHERE id = ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.id)?;
-        Ok(())
-    }
-}
 
 /// One section of the HTML report: label/value lines.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -126,19 +82,23 @@ impl Database {
     /// Creates a user; an email in use gives [`DbError::Conflict`].
     pub async fn create_user(&self, user: NewUser) -> Result<User, DbError> {
         let email = user.email.clone();
-        on_conn!(self, "create_user", |conn| async {
-            diesel::insert_into(users::table)
-                .values(&user)
-                .returning(User::as_returning())
-                .get_result(conn)
-                .await
-                .map_err(|e| match e {
-                    e if is_unique_violation(&e) => {
-                        DbError::Conflict(format!("a user with email {email} already exists"))
-                    }
-                    e => self.err(e),
-                })
-        })
+        let map = |e| match e {
+            e if is_unique_violation(&e) => {
+                DbError::Conflict(format!("a user with email {email} already exists"))
+            }
+            e => self.err(e),
+        };
+        on_conn!(self, "create_user",
+            mysql: |conn| async { insert_and_read!(conn, users, &user, User).await.map_err(map) },
+            others: |conn| async {
+                diesel::insert_into(users::table)
+                    .values(&user)
+                    .returning(User::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(map)
+            }
+        )
     }
 
     /// Creates every user in one transaction, or none. Postgres gets one multi-row
@@ -166,6 +126,24 @@ impl Database {
                             .values(batch)
                             .returning(User::as_returning())
                             .get_results(tx)
+                            .await
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(conflict)
+            },
+            // One multi-row `INSERT`, then the rows read back by their (unique) emails.
+            mysql: |conn| async {
+                conn.transaction::<_, DieselError, _>(|tx| {
+                    async move {
+                        diesel::insert_into(users::table).values(batch).execute(tx).await?;
+                        let emails: Vec<&str> = batch.iter().map(|u| u.email.as_str()).collect();
+                        users::table
+                            .filter(users::email.eq_any(emails))
+                            .order(users::id.asc())
+                            .select(User::as_select())
+                            .load(tx)
                             .await
                     }
                     .scope_boxed()
@@ -298,31 +276,35 @@ impl Database {
     /// Places an order; an unknown user gives [`DbError::Invalid`].
     pub async fn create_order(&self, order: NewOrder) -> Result<Order, DbError> {
         let user_id = order.user_id;
-        on_conn!(self, "create_order", |conn| async {
-            diesel::insert_into(orders::table)
-                .values(&order)
-                .returning(Order::as_returning())
-                .get_result(conn)
-                .await
-                .map_err(|e| {
-                    self.missing_reference(e, || format!("user_id {user_id} does not exist"))
-                })
-        })
+        let map = |e| self.missing_reference(e, || format!("user_id {user_id} does not exist"));
+        on_conn!(self, "create_order",
+            mysql: |conn| async { insert_and_read!(conn, orders, &order, Order).await.map_err(map) },
+            others: |conn| async {
+                diesel::insert_into(orders::table)
+                    .values(&order)
+                    .returning(Order::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(map)
+            }
+        )
     }
 
     /// Writes a post; an unknown author gives [`DbError::Invalid`].
     pub async fn create_post(&self, post: NewPost) -> Result<Post, DbError> {
         let author_id = post.author_id;
-        on_conn!(self, "create_post", |conn| async {
-            diesel::insert_into(posts::table)
-                .values(&post)
-                .returning(Post::as_returning())
-                .get_result(conn)
-                .await
-                .map_err(|e| {
-                    self.missing_reference(e, || format!("author_id {author_id} does not exist"))
-                })
-        })
+        let map = |e| self.missing_reference(e, || format!("author_id {author_id} does not exist"));
+        on_conn!(self, "create_post",
+            mysql: |conn| async { insert_and_read!(conn, posts, &post, Post).await.map_err(map) },
+            others: |conn| async {
+                diesel::insert_into(posts::table)
+                    .values(&post)
+                    .returning(Post::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map_err(map)
+            }
+        )
     }
 
     /// Adds a comment: [`DbError::NotFound`] when the post does not exist,
@@ -331,13 +313,16 @@ impl Database {
     /// lands between the two).
     pub async fn create_comment(&self, comment: NewComment) -> Result<Comment, DbError> {
         let (post_id, author_id) = (comment.post_id, comment.author_id);
-        let result = on_conn!(self, "create_comment", |conn| async {
-            Ok(diesel::insert_into(comments::table)
-                .values(&comment)
-                .returning(Comment::as_returning())
-                .get_result(conn)
-                .await)
-        })?;
+        let result = on_conn!(self, "create_comment",
+            mysql: |conn| async { Ok(insert_and_read!(conn, comments, &comment, Comment).await) },
+            others: |conn| async {
+                Ok(diesel::insert_into(comments::table)
+                    .values(&comment)
+                    .returning(Comment::as_returning())
+                    .get_result(conn)
+                    .await)
+            }
+        )?;
         match result {
             Ok(comment) => Ok(comment),
             Err(e) if fk_violation(&e) => {
@@ -428,15 +413,23 @@ impl Database {
 
     /// Adds a row to the `data` table.
     pub async fn create_data(&self, row: NewData) -> Result<DataItem, DbError> {
-        on_conn!(self, "create_data", |conn| async {
-            diesel::insert_into(data::table)
-                .values(&row)
-                .returning(DataRow::as_returning())
-                .get_result(conn)
-                .await
-                .map(DataRow::into_item)
-                .map_err(|e| self.err(e))
-        })
+        on_conn!(self, "create_data",
+            mysql: |conn| async {
+                insert_and_read!(conn, data, &row, DataRow)
+                    .await
+                    .map(DataRow::into_item)
+                    .map_err(|e| self.err(e))
+            },
+            others: |conn| async {
+                diesel::insert_into(data::table)
+                    .values(&row)
+                    .returning(DataRow::as_returning())
+                    .get_result(conn)
+                    .await
+                    .map(DataRow::into_item)
+                    .map_err(|e| self.err(e))
+            }
+        )
     }
 
     /// One section of the HTML report.
@@ -523,11 +516,6 @@ fn page<T>(rows: &mut Vec<T>, limit: i64, id: impl Fn(&T) -> i64) -> Page<T> {
         items: std::mem::take(rows),
         next_after,
     }
-}
-
-/// `SUM(amount_cents)` as a BIGINT on both backends (Postgres sums BIGINT to NUMERIC).
-fn revenue_cents() -> diesel::expression::SqlLiteral<diesel::sql_types::Nullable<BigInt>> {
-    diesel::dsl::sql("CAST(SUM(amount_cents) AS BIGINT)")
 }
 
 fn cents(c: i64) -> String {

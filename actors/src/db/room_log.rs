@@ -6,6 +6,7 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel::upsert::excluded;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -133,6 +134,56 @@ impl Database {
                         .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&trim_from)
                         .execute(tx)
                         .await?;
+                        Ok(())
+                    }
+                    .scope_boxed()
+                })
+                .await
+                .map_err(|e| self.err(e))
+            },
+            // MySQL: events in multi-row `INSERT`s, heads in one `INSERT … ON DUPLICATE KEY
+            // UPDATE` per chunk and every trim of a chunk in one `DELETE`.
+            mysql: |conn| async {
+                conn.transaction::<_, diesel::result::Error, _>(|tx| {
+                    async move {
+                        for chunk in events.chunks(APPEND_ROWS_PER_STATEMENT) {
+                            diesel::insert_into(room_events::table)
+                                .values(chunk)
+                                .execute(tx)
+                                .await?;
+                        }
+                        let heads: Vec<RoomHead> =
+                            rooms_changed.iter().map(|c| c.head.clone()).collect();
+                        for chunk in heads.chunks(APPEND_ROWS_PER_STATEMENT) {
+                            diesel::insert_into(rooms::table)
+                                .values(chunk)
+                                .on_conflict(diesel::dsl::DuplicatedKeys)
+                                .do_update()
+                                .set((
+                                    rooms::epoch.eq(diesel::dsl::sql::<Text>("VALUES(epoch)")),
+                                    rooms::last_seq.eq(diesel::dsl::sql::<BigInt>("VALUES(last_seq)")),
+                                    rooms::updated_at
+                                        .eq(diesel::dsl::sql::<Timestamp>("VALUES(updated_at)")),
+                                ))
+                                .execute(tx)
+                                .await?;
+                        }
+                        for chunk in rooms_changed.chunks(APPEND_ROWS_PER_STATEMENT) {
+                            let mut text = String::from("DELETE FROM room_events WHERE ");
+                            for i in 0..chunk.len() {
+                                if i > 0 {
+                                    text.push_str(" OR ");
+                                }
+                                text.push_str("(room = ? AND seq < ?)");
+                            }
+                            let mut query = diesel::sql_query(text).into_boxed::<diesel::mysql::Mysql>();
+                            for change in chunk {
+                                query = query
+                                    .bind::<Text, _>(change.head.room.clone())
+                                    .bind::<BigInt, _>(change.keep_from);
+                            }
+                            query.execute(tx).await?;
+                        }
                         Ok(())
                     }
                     .scope_boxed()
