@@ -259,12 +259,11 @@ pub struct Config {
     pub workers: usize,
     /// `APP_DATA_DIR`: where the embedded stores and uploads live.
     pub data_dir: PathBuf,
-    /// `DATABASE_URL`: Postgres; unset selects the embedded SQLite file.
+    /// The relational store: `DATABASE_URL` (PostgreSQL or MySQL/MariaDB), else
+    /// `MYSQL_URL`; unset selects the embedded SQLite file. See [`Config::database_backend`].
     pub database_url: Option<ServiceUrl>,
     /// `DATABASE_URL_<SUFFIX>`: further named databases, keyed by lower-case suffix.
     pub extra_database_urls: BTreeMap<String, ServiceUrl>,
-    /// `MYSQL_URL`: accepted and validated; courier's relational store is Postgres or SQLite.
-    pub mysql_url: Option<ServiceUrl>,
     /// `REDIS_URL`: Redis for the bus, history and presence; unset keeps them in process.
     pub redis_url: Option<ServiceUrl>,
     /// `REDIS_CLUSTER`: `REDIS_URL` is a node of a Redis Cluster.

@@ -46,6 +46,26 @@ pub(super) fn invalid(name: &str, shown: String, expected: &str) -> ConfigError 
     }
 }
 
+/// The relational store: `DATABASE_URL` (PostgreSQL or MySQL/MariaDB) or `MYSQL_URL`. Both
+/// set to different databases is an error naming both: courier uses one relational store.
+fn one_relational_store(
+    database_url: Option<ServiceUrl>,
+    mysql_url: Option<ServiceUrl>,
+) -> Result<Option<ServiceUrl>, ConfigError> {
+    match (database_url, mysql_url) {
+        (Some(d), Some(m)) if d.url() != m.url() => Err(invalid(
+            s::MYSQL_URL.name,
+            format!("\"{}\"", m.redacted()),
+            &format!(
+                "the database DATABASE_URL names (\"{}\") or MYSQL_URL unset: courier uses one relational store at a time",
+                d.redacted()
+            ),
+        )),
+        (Some(d), _) => Ok(Some(d)),
+        (None, m) => Ok(m),
+    }
+}
+
 impl Resolver {
     pub(super) fn source_of(&self, name: &str) -> Source {
         self.layers
@@ -349,6 +369,7 @@ impl Resolver {
             }
         }
         let mysql_url = self.service_url(&s::MYSQL_URL)?;
+        let database_url = one_relational_store(database_url, mysql_url)?;
         let redis_url = self.service_url(&s::REDIS_URL)?;
         let redis_cluster = self.boolean(&s::REDIS_CLUSTER)?;
         let redis_url_cache = self.service_url(&s::REDIS_URL_CACHE)?;
@@ -471,7 +492,6 @@ impl Resolver {
             data_dir,
             database_url,
             extra_database_urls,
-            mysql_url,
             redis_url,
             redis_cluster,
             redis_url_cache,

@@ -130,6 +130,14 @@ const fn url(schemes: &'static [&'static str]) -> Kind {
 }
 
 const POSTGRES: &[&str] = &["postgres", "postgresql", "postgresql+asyncpg"];
+const MYSQL: &[&str] = &["mysql", "mysql+aiomysql"];
+const RELATIONAL: &[&str] = &[
+    "postgres",
+    "postgresql",
+    "postgresql+asyncpg",
+    "mysql",
+    "mysql+aiomysql",
+];
 const LEVELS: &str = "anyone, authenticated, capability or nobody";
 
 /// The per-namespace options, as their environment suffix and TOML key, longest suffix
@@ -215,12 +223,12 @@ settings! {
         "whether members are told of joins and leaves";
     NAMESPACE_ANONYMOUS = "NAMESPACE_<NAME>_ANONYMOUS": Kind::Bool, Some("true"),
         "whether guests (no token) may do anything in the namespace";
-    DATABASE_URL: url(POSTGRES), None,
-        "PostgreSQL; unset selects the embedded SQLite file";
+    DATABASE_URL: url(RELATIONAL), None,
+        "PostgreSQL (postgres://) or MySQL/MariaDB (mysql://); unset selects MYSQL_URL or else the embedded SQLite file";
     DATABASE_URL_SUFFIX = "DATABASE_URL_<SUFFIX>": url(POSTGRES), None,
         "further named databases, validated and shown by courier config";
-    MYSQL_URL: url(&["mysql", "mysql+aiomysql"]), None,
-        "MySQL; validated, not used: the relational store is PostgreSQL or SQLite";
+    MYSQL_URL: url(MYSQL), None,
+        "MySQL/MariaDB as the relational store; with DATABASE_URL also set, both must name the same database";
     REDIS_URL: url(REDIS), None,
         "Redis for the bus, presence and history (any node of a cluster with REDIS_CLUSTER); unset keeps them in the database";
     REDIS_CLUSTER: Kind::Bool, Some("false"),

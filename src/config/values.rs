@@ -79,13 +79,35 @@ pub fn quote(raw: &str) -> String {
 pub fn normalise_scheme(url: Url) -> Url {
     let plain = match url.scheme() {
         "postgresql+asyncpg" | "postgresql" => "postgres",
-        "mysql+aiomysql" => "mysql",
+        "mysql+aiomysql" | "mysql" => "mysql",
         _ => return url,
     };
     // `Url::set_scheme` refuses some special-scheme changes; rebuild from text instead.
     let text = url.as_str();
     let rest = &text[url.scheme().len()..];
-    Url::parse(&format!("{plain}{rest}")).unwrap_or(url)
+    let mut plain = Url::parse(&format!("{plain}{rest}")).unwrap_or(url);
+    if plain.scheme() == "mysql" {
+        drop_charset(&mut plain);
+    }
+    plain
+}
+
+/// Removes `charset` from a MySQL URL's query: Python URLs carry `?charset=utf8mb4`, which
+/// the Rust driver does not accept; its connections always use utf8mb4.
+fn drop_charset(url: &mut Url) {
+    if !url.query_pairs().any(|(k, _)| k == "charset") {
+        return;
+    }
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "charset")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
 }
 
 /// `raw` as an http(s) URL with a host.
@@ -129,6 +151,17 @@ pub fn valid_app_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_python_mysql_url_loses_its_charset_and_keeps_the_rest() {
+        let url = Url::parse("mysql+aiomysql://u:p@h:3306/db?charset=utf8mb4").unwrap();
+        assert_eq!(normalise_scheme(url).as_str(), "mysql://u:p@h:3306/db");
+        let url = Url::parse("mysql://u@h/db?charset=utf8mb4&require_ssl=true").unwrap();
+        assert_eq!(
+            normalise_scheme(url).as_str(),
+            "mysql://u@h/db?require_ssl=true"
+        );
+    }
 
     #[test]
     fn python_driver_schemes_are_normalised() {

@@ -80,12 +80,6 @@ pub(super) async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             log::info!("documents: MONGODB_URI is unset; documents stay in the relational store")
         }
     }
-    if let Some(url) = &config.mysql_url {
-        log::warn!(
-            "MYSQL_URL is set ({}) but courier's relational store is Postgres (DATABASE_URL) or the embedded SQLite file; it is not used",
-            url.redacted()
-        );
-    }
     for (suffix, url) in &config.extra_database_urls {
         log::info!(
             "DATABASE_URL_{} is set ({}); no courier feature reads a second database yet",
@@ -96,9 +90,9 @@ pub(super) async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     Ok(stores)
 }
 
-/// The relational store (Postgres when `DATABASE_URL` is set, else the SQLite file in
-/// `APP_DATA_DIR`) with the document store (MongoDB when `MONGODB_URI` is set, else the
-/// relational store). Nothing connects here.
+/// The relational store (Postgres or MySQL/MariaDB when `DATABASE_URL` or `MYSQL_URL` is
+/// set, else the SQLite file in `APP_DATA_DIR`) with the document store (MongoDB when
+/// `MONGODB_URI` is set, else the relational store). Nothing connects here.
 pub fn build_database(config: &Config, metrics: &Metrics, stores: &Stores) -> Database {
     let settings = config.db.clone();
     let db_metrics = DbMetrics::register(metrics.registry());
@@ -107,6 +101,10 @@ pub fn build_database(config: &Config, metrics: &Metrics, stores: &Stores) -> Da
         None => DocumentStore::Relational,
     };
     match &config.database_url {
+        Some(url) if url.url().scheme() == "mysql" => {
+            log::info!("database: MySQL/MariaDB at {}", url.redacted());
+            Database::mysql(url.expose(), settings, db_metrics, documents)
+        }
         Some(url) => {
             log::info!("database: Postgres at {}", url.redacted());
             Database::postgres(url.expose(), settings, db_metrics, documents)
