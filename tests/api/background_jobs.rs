@@ -165,6 +165,22 @@ mod postgres {
     }
 }
 
+mod mysql {
+    use super::*;
+    #[actix_rt::test]
+    async fn a_job_with_no_attempts_left_is_never_claimed_again() {
+        super::a_job_with_no_attempts_left_is_never_claimed_again(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn email_goes_to_the_outbox_and_its_events_are_streamed() {
+        super::email_goes_to_the_outbox_and_its_events_are_streamed(Backend::Mysql).await
+    }
+    #[actix_rt::test]
+    async fn an_action_and_its_jobs_are_committed_together() {
+        super::an_action_and_its_jobs_are_committed_together(Backend::Mysql).await
+    }
+}
+
 /// Every job event also goes to the SSE feed (for `/sse/updates`), whose mailbox depth is a
 /// gauge: each announcement is counted in when sent and out when the feed takes it, so
 /// after a burst of jobs the gauge is back at zero, not below it.
@@ -369,6 +385,15 @@ async fn a_job_with_no_attempts_left_is_never_claimed_again(backend: Backend) {
             };
             (
                 Database::postgres(&url, settings, metrics, DocumentStore::Relational),
+                url,
+            )
+        }
+        Backend::Mysql => {
+            let Some(url) = crate::helpers::fresh_mysql_database().await else {
+                return;
+            };
+            (
+                Database::mysql(&url, settings, metrics, DocumentStore::Relational),
                 url,
             )
         }

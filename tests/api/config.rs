@@ -115,7 +115,7 @@ fn every_invalid_value_names_its_variable() {
         (&[("APP_HOST", "not a host!")], "APP_HOST"),
         (&[("APP_WORKERS", "-1")], "APP_WORKERS"),
         (&[("DATABASE_URL", "not a url")], "DATABASE_URL"),
-        (&[("DATABASE_URL", "mysql://u@h/db")], "DATABASE_URL"),
+        (&[("DATABASE_URL", "redis://h/0")], "DATABASE_URL"),
         (
             &[("DATABASE_URL_ANALYTICS", "http://h/db")],
             "DATABASE_URL_ANALYTICS",
@@ -166,8 +166,33 @@ fn every_invalid_value_names_its_variable() {
 }
 
 #[test]
+fn one_relational_store_is_chosen_from_database_url_or_mysql_url() {
+    let url = |c: Config| c.database_url.map(|u| u.expose().to_owned());
+    // MYSQL_URL alone selects MySQL/MariaDB (the Python driver's scheme is accepted).
+    let c = load(&[("MYSQL_URL", "mysql+aiomysql://app:pw@db:3306/app")]).unwrap();
+    assert_eq!(url(c).as_deref(), Some("mysql://app:pw@db:3306/app"));
+    // So does DATABASE_URL with a mysql:// URL, and the same URL in both is accepted.
+    let same = "mysql://app:pw@db:3306/app";
+    let c = load(&[("DATABASE_URL", same), ("MYSQL_URL", same)]).unwrap();
+    assert_eq!(url(c).as_deref(), Some(same));
+    // Two different stores: an error that names both, without their passwords.
+    let both = [
+        ("DATABASE_URL", "postgres://app:secret1@pg:5432/app"),
+        ("MYSQL_URL", "mysql://app:secret2@my:3306/app"),
+    ];
+    let (variable, message) = invalid_variable(&both);
+    assert_eq!(variable, "MYSQL_URL");
+    assert!(message.contains("DATABASE_URL"), "{message}");
+    assert!(
+        message.contains("pg:5432") && message.contains("my:3306"),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+}
+
+#[test]
 fn secrets_are_never_echoed() {
-    let (_, message) = invalid_variable(&[("DATABASE_URL", "mysql://app:hunter2@db/app")]);
+    let (_, message) = invalid_variable(&[("DATABASE_URL", "mongodb://app:hunter2@db/app")]);
     assert!(!message.contains("hunter2"), "{message}");
     let (_, message) =
         invalid_variable(&[("APP_ENV", "production"), ("JWT_SECRET", "tiny-secret")]);

@@ -1,7 +1,7 @@
 //! The data layer as a client sees it: users, batches, keyset pages, orders and the
 //! dashboard, posts with comments, the `data` table, documents, the CSV export and the
-//! streamed report — each on the embedded SQLite file and on a real Postgres database made
-//! for the test. Also what happens when the database is slow, unreachable, or goes away
+//! streamed report — each on the embedded SQLite file and on a real Postgres and a real
+//! MySQL/MariaDB database made for the test. Also what happens when the database is slow, unreachable, or goes away
 //! and comes back.
 
 use std::time::{Duration, Instant};
@@ -10,8 +10,8 @@ use crate::helpers::{spawn_data_app, Backend, DataApp, DirectConn, Proxy};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-/// Runs each listed test body on both backends.
-macro_rules! on_both_backends {
+/// Runs each listed test body on every backend.
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -29,10 +29,18 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod mysql {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(super::Backend::Mysql).await
+                }
+            )*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     users_are_created_read_and_validated,
     the_fast_path_returns_the_same_user,
     users_are_listed_page_by_page,
@@ -658,15 +666,20 @@ async fn the_report_is_streamed_section_by_section(backend: Backend) {
     // Hold the orders table so the Orders section cannot be computed yet: the heading and
     // the Users section must reach the client anyway.
     let mut blocker = DirectConn::open(&data).await;
-    match backend {
+    let held = match backend {
         Backend::Postgres => {
             blocker
                 .exec("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;")
-                .await
+                .await;
+            Some("ROLLBACK;")
+        }
+        Backend::Mysql => {
+            blocker.exec("LOCK TABLES orders WRITE;").await;
+            Some("UNLOCK TABLES;")
         }
         // SQLite readers are never blocked by a writer (WAL), so there is nothing to hold.
-        Backend::Sqlite => {}
-    }
+        Backend::Sqlite => None,
+    };
     let mut res = data
         .app
         .client
@@ -677,14 +690,14 @@ async fn the_report_is_streamed_section_by_section(backend: Backend) {
     assert_eq!(res.status().as_u16(), 200);
     assert!(res.headers().get("content-length").is_none());
     let mut seen = String::new();
-    if backend == Backend::Postgres {
+    if let Some(release) = held {
         while !seen.contains("<h2>Users</h2>") || !seen.contains("</pre>") {
             let chunk = res.next().await.expect("more chunks").expect("chunk");
             seen.push_str(std::str::from_utf8(&chunk).unwrap());
         }
         assert!(seen.starts_with("<!doctype html>"), "{seen}");
         assert!(!seen.contains("<h2>Orders</h2>"), "{seen}");
-        blocker.exec("ROLLBACK;").await;
+        blocker.exec(release).await;
     }
     let rest = read_stream(&mut res).await;
     seen.push_str(std::str::from_utf8(&rest).unwrap());
@@ -711,11 +724,18 @@ async fn a_statement_over_its_timeout_gives_504(backend: Backend) {
     };
     create_user(&data, "Locked", "locked@example.com").await;
     let mut blocker = DirectConn::open(&data).await;
-    let (lock, request) = match backend {
+    let (lock, release, request) = match backend {
         // A reader waits behind an exclusive lock until Postgres cancels it.
-        Backend::Postgres => ("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;", "get"),
+        Backend::Postgres => (
+            "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;",
+            "ROLLBACK;",
+            "get",
+        ),
+        // A reader waits behind a table lock until MariaDB's max_statement_time (MySQL's
+        // max_execution_time) ends it.
+        Backend::Mysql => ("LOCK TABLES users WRITE;", "UNLOCK TABLES;", "get"),
         // A writer waits for another writer's lock until SQLite's busy timeout.
-        Backend::Sqlite => ("BEGIN IMMEDIATE;", "post"),
+        Backend::Sqlite => ("BEGIN IMMEDIATE;", "ROLLBACK;", "post"),
     };
     blocker.exec(lock).await;
     let started = Instant::now();
@@ -731,7 +751,7 @@ async fn a_statement_over_its_timeout_gives_504(backend: Backend) {
     assert_error(&body, "gateway_timeout", "400 ms");
     assert!(waited >= Duration::from_millis(350), "{waited:?}");
     assert!(waited < Duration::from_secs(3), "{waited:?}");
-    blocker.exec("ROLLBACK;").await;
+    blocker.exec(release).await;
     // The lock is gone: the same request works and nothing was written by the timed-out one.
     let (status, _, _) = data.app.get_json("/users/1").await;
     assert_eq!(status, 200);
@@ -768,17 +788,57 @@ async fn metrics_show_the_pool_and_query_latency(backend: Backend) {
     let name = match backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
+        Backend::Mysql => "mysql",
     };
     assert_eq!(ready["checks"]["database"]["status"], "ok", "{ready}");
     assert_eq!(ready["checks"]["database"]["backend"], name);
 }
 
-#[actix_rt::test]
-async fn an_unreachable_database_gives_503_within_the_connect_timeout() {
+/// The database server's failures, on each server backend.
+macro_rules! on_server_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres_failures {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+        mod mysql_failures {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name(super::Backend::Mysql).await
+                }
+            )*
+        }
+    };
+}
+
+on_server_backends!(
+    an_unreachable_database_gives_503_within_the_connect_timeout,
+    a_database_that_goes_away_and_comes_back_is_used_again_without_a_restart,
+    a_database_down_at_start_up_is_migrated_and_used_once_it_is_up,
+);
+
+/// The server's port for `backend`, which the proxy in front of it forwards to.
+fn server_port(backend: Backend) -> u16 {
+    match backend {
+        Backend::Mysql => 3306,
+        _ => 5432,
+    }
+}
+
+async fn an_unreachable_database_gives_503_within_the_connect_timeout(backend: Backend) {
     // Accepts connections and never answers: the worst kind of down.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let scheme = match backend {
+        Backend::Mysql => "mysql://root",
+        _ => "postgres://postgres",
+    };
     let url = format!(
-        "postgres://postgres@127.0.0.1:{}/courier",
+        "{scheme}@127.0.0.1:{}/courier",
         silent.local_addr().unwrap().port()
     );
     let started = Instant::now();
@@ -804,12 +864,13 @@ async fn an_unreachable_database_gives_503_within_the_connect_timeout() {
     assert_eq!(body["checks"]["database"]["status"], "down");
 }
 
-#[actix_rt::test]
-async fn postgres_that_goes_away_and_comes_back_is_used_again_without_a_restart() {
-    let Some(url) = crate::helpers::fresh_postgres_database().await else {
+async fn a_database_that_goes_away_and_comes_back_is_used_again_without_a_restart(
+    backend: Backend,
+) {
+    let Some(Some(url)) = crate::helpers::fresh_database(backend).await else {
         return;
     };
-    let (mut proxy, through) = Proxy::in_front_of(&url, 5432).await;
+    let (mut proxy, through) = Proxy::in_front_of(&url, server_port(backend)).await;
     let app = crate::helpers::spawn_app_with(&[
         ("DATABASE_URL", &through),
         ("DB_CONNECT_TIMEOUT_MS", "1000"),
@@ -851,12 +912,11 @@ async fn postgres_that_goes_away_and_comes_back_is_used_again_without_a_restart(
     assert_eq!(status, 200);
 }
 
-#[actix_rt::test]
-async fn a_database_down_at_start_up_is_migrated_and_used_once_it_is_up() {
-    let Some(url) = crate::helpers::fresh_postgres_database().await else {
+async fn a_database_down_at_start_up_is_migrated_and_used_once_it_is_up(backend: Backend) {
+    let Some(Some(url)) = crate::helpers::fresh_database(backend).await else {
         return;
     };
-    let (mut proxy, through) = Proxy::in_front_of(&url, 5432).await;
+    let (mut proxy, through) = Proxy::in_front_of(&url, server_port(backend)).await;
     proxy.stop();
     let app = crate::helpers::spawn_app_with(&[("DATABASE_URL", &through)]).await;
     let (status, _, body) = app.get_json("/users/1").await;

@@ -5,8 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    fresh_postgres_database, publish_as, start_server_process, test_secret, Backend, DirectConn,
-    ServerProcess, WsClient,
+    fresh_mysql_database, fresh_postgres_database, publish_as, start_server_process, test_secret,
+    Backend, DirectConn, ServerProcess, WsClient,
 };
 
 fn token(user: &str) -> String {
@@ -199,6 +199,11 @@ async fn kept(backend: Backend, url: &str) -> Vec<Kept> {
                FROM room_events GROUP BY room ORDER BY room";
     match DirectConn::connect(backend, url).await {
         DirectConn::Postgres(mut c) => diesel::sql_query(sql).load(&mut c).await,
+        DirectConn::Mysql(mut c) => {
+            diesel::sql_query(sql.replace("BIGINT", "SIGNED"))
+                .load(&mut c)
+                .await
+        }
         DirectConn::Sqlite(mut c) => diesel::sql_query(sql).load(&mut c).await,
     }
     .expect("room_events")
@@ -243,4 +248,12 @@ async fn the_store_keeps_only_each_rooms_window_on_postgres() {
         return;
     };
     window_is_trimmed(Backend::Postgres, &[("DATABASE_URL", &url)], &url).await;
+}
+
+#[actix_rt::test]
+async fn the_store_keeps_only_each_rooms_window_on_mysql() {
+    let Some(url) = fresh_mysql_database().await else {
+        return;
+    };
+    window_is_trimmed(Backend::Mysql, &[("DATABASE_URL", &url)], &url).await;
 }

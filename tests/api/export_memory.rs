@@ -5,12 +5,15 @@
 
 use futures_util::StreamExt;
 
-use crate::helpers::{
-    fresh_postgres_database, start_server_process, Backend, DirectConn, ServerProcess,
-};
+use crate::helpers::{fresh_database, start_server_process, Backend, DirectConn, ServerProcess};
 
 /// Rows exported; the CSV is about 21 MB.
 const ROWS: i64 = 500_000;
+
+/// The digits 0-9 as a derived table, for generating rows on MySQL/MariaDB.
+const DIGITS: &str = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+     UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+     UNION ALL SELECT 8 UNION ALL SELECT 9)";
 
 /// Bytes read before memory is first sampled.
 const WARM_UP_BYTES: usize = 3 << 20;
@@ -26,11 +29,11 @@ async fn server_on(
     let data_dir = data_dir.to_str().expect("a UTF-8 path");
     let mut all = vec![("APP_DATA_DIR", data_dir)];
     all.extend_from_slice(env);
-    let db_url = match backend {
-        Backend::Sqlite => format!("{data_dir}/{}", courier_actors::db::SQLITE_FILE),
-        Backend::Postgres => fresh_postgres_database().await?,
+    let db_url = match fresh_database(backend).await? {
+        Some(url) => url,
+        None => format!("{data_dir}/{}", courier_actors::db::SQLITE_FILE),
     };
-    if backend == Backend::Postgres {
+    if backend != Backend::Sqlite {
         all.push(("DATABASE_URL", db_url.as_str()));
     }
     Some((start_server_process(dir, &all), db_url))
@@ -57,6 +60,15 @@ async fn export_large_table(backend: Backend) {
             "INSERT INTO users (name, email, created_at) \
              SELECT 'User ' || g, 'user' || g || '@example.com', now() \
              FROM generate_series(1, {ROWS}) g"
+        ),
+        // A recursive CTE's depth is capped (cte_max_recursion_depth, max_recursive_iterations):
+        // the rows are a cross join of digits instead.
+        Backend::Mysql => format!(
+            "INSERT INTO users (name, email, created_at) \
+             SELECT CONCAT('User ', n), CONCAT('user', n, '@example.com'), '2026-01-01 00:00:00' \
+             FROM (SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d + 100000 * g.d + 1 AS n \
+                   FROM {DIGITS} a, {DIGITS} b, {DIGITS} c, {DIGITS} e, {DIGITS} f, {DIGITS} g) t \
+             WHERE n <= {ROWS}"
         ),
         Backend::Sqlite => format!(
             "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {ROWS}) \
@@ -212,5 +224,6 @@ async fn upload_large_file() {
 async fn large_exports_and_uploads_keep_memory_flat() {
     export_large_table(Backend::Sqlite).await;
     export_large_table(Backend::Postgres).await;
+    export_large_table(Backend::Mysql).await;
     upload_large_file().await;
 }

@@ -1,4 +1,4 @@
-//! The real services some tests use (Postgres, Redis, the Mongo-wire server): finding
+//! The real services some tests use (Postgres, MySQL/MariaDB, Redis, the Mongo-wire server): finding
 //! them, failing under `CI=true` when they are missing, and a fresh database per test.
 
 use std::time::Duration;
@@ -51,6 +51,56 @@ pub enum Backend {
     Sqlite,
     /// The real Postgres at `COURIER_TEST_DATABASE_URL`, in a database made for the test.
     Postgres,
+    /// The real MySQL/MariaDB at `COURIER_TEST_MYSQL_URL`, in a database made for the test.
+    Mysql,
+}
+
+/// The MySQL/MariaDB server tests use (`COURIER_TEST_MYSQL_URL`, else the local default).
+pub fn mysql_admin_url() -> Option<String> {
+    service_url(
+        "COURIER_TEST_MYSQL_URL",
+        Some("mysql://root@127.0.0.1:3306/test"),
+    )
+}
+
+/// Creates a new, empty database on the test MySQL/MariaDB server and returns its URL.
+pub async fn fresh_mysql_database() -> Option<String> {
+    use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+    let admin = mysql_admin_url()?;
+    let name = fresh_name();
+    let mut conn = AsyncMysqlConnection::establish(&admin)
+        .await
+        .expect("connect to the test MySQL/MariaDB");
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    let mut url = url::Url::parse(&admin).expect("valid URL");
+    url.set_path(&format!("/{name}"));
+    // The driver would move a loopback TCP connection to the server's Unix socket, around
+    // the proxy the failure tests put in front of the server.
+    url.query_pairs_mut().append_pair("prefer_socket", "false");
+    Some(url.to_string())
+}
+
+/// A database name no other test (or earlier run) uses.
+fn fresh_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "courier_t{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        rand_suffix()
+    )
+}
+
+/// A fresh database on `backend`'s server (`None`: skipped), or `None` for SQLite.
+pub async fn fresh_database(backend: Backend) -> Option<Option<String>> {
+    match backend {
+        Backend::Sqlite => Some(None),
+        Backend::Postgres => fresh_postgres_database().await.map(Some),
+        Backend::Mysql => fresh_mysql_database().await.map(Some),
+    }
 }
 
 /// The Postgres server tests use (`COURIER_TEST_DATABASE_URL`, else the local default).
@@ -64,15 +114,8 @@ pub fn postgres_admin_url() -> Option<String> {
 /// Creates a new, empty database on the test Postgres server and returns its URL.
 pub async fn fresh_postgres_database() -> Option<String> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
     let admin = postgres_admin_url()?;
-    let name = format!(
-        "courier_t{}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        rand_suffix()
-    );
+    let name = fresh_name();
     let mut conn = AsyncPgConnection::establish(&admin)
         .await
         .expect("connect to the test Postgres");
@@ -95,11 +138,12 @@ fn rand_suffix() -> u32 {
 pub struct DataApp {
     pub app: TestApp,
     pub backend: Backend,
-    /// The Postgres URL, or the SQLite file path.
+    /// The Postgres or MySQL URL, or the SQLite file path.
     pub db_url: String,
 }
 
-/// Starts courier on `backend` (a fresh Postgres database per call) with `overrides`.
+/// Starts courier on `backend` (a fresh Postgres or MySQL database per call) with
+/// `overrides`.
 /// `None` means the backend's service is missing and the test is skipped (never in CI).
 pub async fn spawn_data_app(backend: Backend, overrides: &[(&str, &str)]) -> Option<DataApp> {
     match backend {
@@ -117,8 +161,8 @@ pub async fn spawn_data_app(backend: Backend, overrides: &[(&str, &str)]) -> Opt
                 db_url,
             })
         }
-        Backend::Postgres => {
-            let db_url = fresh_postgres_database().await?;
+        Backend::Postgres | Backend::Mysql => {
+            let db_url = fresh_database(backend).await??;
             let mut all = vec![("DATABASE_URL", db_url.as_str())];
             all.extend_from_slice(overrides);
             let app = spawn_app_with(&all).await;
@@ -134,6 +178,7 @@ pub async fn spawn_data_app(backend: Backend, overrides: &[(&str, &str)]) -> Opt
 /// A direct connection to a test's database, for setting up rows and holding locks.
 pub enum DirectConn {
     Postgres(diesel_async::AsyncPgConnection),
+    Mysql(diesel_async::AsyncMysqlConnection),
     Sqlite(
         diesel_async::sync_connection_wrapper::SyncConnectionWrapper<
             diesel::sqlite::SqliteConnection,
@@ -146,7 +191,7 @@ impl DirectConn {
         Self::connect(data.backend, &data.db_url).await
     }
 
-    /// A connection to `url` (a Postgres URL or a SQLite file). On SQLite it waits for the
+    /// A connection to `url` (a Postgres or MySQL URL, or a SQLite file). On SQLite it waits for the
     /// server's writers (the job worker takes the write lock every poll) instead of
     /// failing with "database is locked".
     pub async fn connect(backend: Backend, url: &str) -> Self {
@@ -154,6 +199,11 @@ impl DirectConn {
         match backend {
             Backend::Postgres => Self::Postgres(
                 diesel_async::AsyncPgConnection::establish(url)
+                    .await
+                    .expect("connect"),
+            ),
+            Backend::Mysql => Self::Mysql(
+                diesel_async::AsyncMysqlConnection::establish(url)
                     .await
                     .expect("connect"),
             ),
@@ -175,6 +225,7 @@ impl DirectConn {
         use diesel_async::SimpleAsyncConnection;
         match self {
             Self::Postgres(c) => c.batch_execute(sql).await,
+            Self::Mysql(c) => c.batch_execute(sql).await,
             Self::Sqlite(c) => c.batch_execute(sql).await,
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
