@@ -384,7 +384,31 @@ impl Config {
         for (name, value, source) in &self.report {
             out.push_str(&format!("{name:<width$} = {value}  ({source})\n"));
         }
+        let from = match &self.database_url {
+            None => "neither DATABASE_URL nor MYSQL_URL is set: the embedded SQLite file",
+            Some(_) if self.is_set("DATABASE_URL") => "from DATABASE_URL",
+            Some(_) => "from MYSQL_URL",
+        };
+        out.push_str(&format!(
+            "# relational store: {} ({from})\n",
+            self.database_backend()
+        ));
         out
+    }
+
+    /// The relational backend the configuration selects: `postgres`, `mysql` or `sqlite`.
+    pub fn database_backend(&self) -> &'static str {
+        match &self.database_url {
+            None => "sqlite",
+            Some(url) if url.url().scheme() == "mysql" => "mysql",
+            Some(_) => "postgres",
+        }
+    }
+
+    fn is_set(&self, name: &str) -> bool {
+        self.report
+            .iter()
+            .any(|(n, value, _)| n == name && value != "unset")
     }
 
     /// The number of HTTP worker threads to start.

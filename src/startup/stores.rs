@@ -101,7 +101,7 @@ pub fn build_database(config: &Config, metrics: &Metrics, stores: &Stores) -> Da
         None => DocumentStore::Relational,
     };
     match &config.database_url {
-        Some(url) if url.url().scheme() == "mysql" => {
+        Some(url) if config.database_backend() == "mysql" => {
             log::info!("database: MySQL/MariaDB at {}", url.redacted());
             Database::mysql(url.expose(), settings, db_metrics, documents)
         }

@@ -174,7 +174,14 @@ fn one_relational_store_is_chosen_from_database_url_or_mysql_url() {
     // So does DATABASE_URL with a mysql:// URL, and the same URL in both is accepted.
     let same = "mysql://app:pw@db:3306/app";
     let c = load(&[("DATABASE_URL", same), ("MYSQL_URL", same)]).unwrap();
+    assert_eq!(c.database_backend(), "mysql");
+    assert!(
+        c.render()
+            .contains("# relational store: mysql (from DATABASE_URL)"),
+        "courier config names the backend"
+    );
     assert_eq!(url(c).as_deref(), Some(same));
+    assert_eq!(load(&[]).unwrap().database_backend(), "sqlite");
     // Two different stores: an error that names both, without their passwords.
     let both = [
         ("DATABASE_URL", "postgres://app:secret1@pg:5432/app"),
