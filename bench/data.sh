@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The data layer: GET /users/{id} (query builder, rows mapped to a struct and serialised)
 # against GET /users-fast/{id} (one prepared statement whose column is the JSON), on
-# Postgres and on the embedded SQLite file; then GET /export/users of 1,000,000 rows: rows
-# per second and the server's peak resident memory.
+# the embedded SQLite file, Postgres and MySQL/MariaDB; then GET /export/users of 1,000,000
+# rows: rows per second and the server's peak resident memory.
 #
 #   bench/data.sh [DURATION_SECS] [CONNECTIONS]
 #
-# Needs wrk and psql (Debian packages `wrk`, `postgresql-client`) and a Postgres at
-# BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres); a database
-# `courier_bench_<pid>` is created there and dropped afterwards. Everything runs on
+# Needs wrk, psql and mariadb (Debian packages `wrk`, `postgresql-client`,
+# `mariadb-client`), a Postgres at BENCH_DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres) and a MySQL/MariaDB at BENCH_MYSQL_HOST:PORT
+# as BENCH_MYSQL_USER (default root@127.0.0.1:3306, no password); a database
+# `courier_bench_<pid>` is created on each and dropped afterwards. Everything runs on
 # loopback and shares the machine's cores with the database: compare the ratios.
 set -euo pipefail
 export PGOPTIONS="-c client_min_messages=warning"
@@ -20,21 +22,29 @@ users=10000
 export_rows=1000000
 command -v wrk >/dev/null || { echo "install wrk: apt-get install -y wrk" >&2; exit 1; }
 command -v psql >/dev/null || { echo "install psql: apt-get install -y postgresql-client" >&2; exit 1; }
+command -v mariadb >/dev/null || { echo "install mariadb: apt-get install -y mariadb-client" >&2; exit 1; }
+my_host=${BENCH_MYSQL_HOST:-127.0.0.1}
+my_port=${BENCH_MYSQL_PORT:-3306}
+my_user=${BENCH_MYSQL_USER:-root}
+mariadb_cli() { mariadb -h "$my_host" -P "$my_port" -u "$my_user" "$@"; }
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet
 
 out=$(mktemp -d)
 dbname="courier_bench_$$"
 pg_url="${admin%/*}/$dbname"
+my_url="mysql://$my_user@$my_host:$my_port/$dbname"
 pids=()
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
     psql -q "$admin" -c "DROP DATABASE IF EXISTS $dbname" >/dev/null 2>&1 || true
+    mariadb_cli -e "DROP DATABASE IF EXISTS $dbname" >/dev/null 2>&1 || true
     rm -rf "$out"
 }
 trap cleanup EXIT
 psql -q "$admin" -c "CREATE DATABASE $dbname" >/dev/null
+mariadb_cli -e "CREATE DATABASE $dbname"
 
 # random ids in 1..users, so the whole table is read
 cat >"$out/random.lua" <<LUA
@@ -46,11 +56,13 @@ start() { # start PORT [DATABASE_URL]
     APP_PORT=$1 APP_WORKERS=2 LOG_LEVEL=warn APP_DATA_DIR="$out/data" DB_POOL_MAX_SIZE=16 \
         DATABASE_URL=${2:-} ./target/release/courier 2>"$out/courier-$1.log" &
     pids+=($!)
+    pid_of[$1]=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.1; done
     echo "courier on $1 did not become ready" >&2; cat "$out/courier-$1.log" >&2; exit 1
 }
 sql() { # sql PORT STATEMENT: runs on the backend behind PORT
     if [ "${backend[$1]}" = Postgres ]; then psql -q "$pg_url" -c "$2" >/dev/null
+    elif [ "${backend[$1]}" = MySQL ]; then mariadb_cli "$dbname" -e "$2"
     else python3 - "$out/data/courier.sqlite3" "$2" <<'PY'
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()
@@ -61,6 +73,14 @@ fill() { # fill PORT ROWS: replaces the users with ROWS generated ones
     if [ "${backend[$1]}" = Postgres ]; then
         sql "$1" "TRUNCATE users CASCADE; INSERT INTO users (name, email, created_at)
                   SELECT 'User ' || g, 'user' || g || '@example.com', now() FROM generate_series(1, $2) g"
+    elif [ "${backend[$1]}" = MySQL ]; then
+        local d="(SELECT 0 d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4
+                  UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9)"
+        sql "$1" "SET FOREIGN_KEY_CHECKS = 0; TRUNCATE users; SET FOREIGN_KEY_CHECKS = 1;
+                  INSERT INTO users (name, email, created_at)
+                  SELECT CONCAT('User ', n), CONCAT('user', n, '@example.com'), NOW(3) FROM
+                  (SELECT a.d + 10*b.d + 100*c.d + 1000*e.d + 10000*f.d + 100000*g.d + 1 AS n
+                   FROM $d a, $d b, $d c, $d e, $d f, $d g) t WHERE n <= $2 ORDER BY n"
     else
         sql "$1" "DELETE FROM users; DELETE FROM sqlite_sequence WHERE name = 'users';
                   WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < $2)
@@ -69,13 +89,15 @@ fill() { # fill PORT ROWS: replaces the users with ROWS generated ones
     fi
 }
 
-declare -A backend=([18101]=SQLite [18102]=Postgres [18103]=SQLite [18104]=Postgres)
-declare -A name=([18101]="SQLite" [18102]="Postgres" [18103]="SQLite" [18104]="Postgres")
+declare -A backend=([18101]=SQLite [18102]=Postgres [18105]=MySQL [18103]=SQLite [18104]=Postgres [18106]=MySQL)
+declare -A name=([18101]="SQLite" [18102]="Postgres" [18105]="MySQL" [18103]="SQLite" [18104]="Postgres" [18106]="MySQL")
+declare -A pid_of=()
 start 18101
 start 18102 "$pg_url"
+start 18105 "$my_url"
 
 echo "wrk -t2 -c$conns -d${duration}s, $(nproc) cores, $(date -u +%FT%TZ), $users users, random ids"
-for port in 18101 18102; do
+for port in 18101 18102 18105; do
     fill "$port" "$users"
     for round in 1 2 3; do   # interleaved, so noise hits both paths alike
         for path in /users/ /users-fast/; do
@@ -95,10 +117,11 @@ done
 kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true; pids=()
 start 18103
 start 18104 "$pg_url"
+start 18106 "$my_url"
 echo "GET /export/users of $export_rows rows (fresh servers)"
-for port in 18103 18104; do
+for port in 18103 18104 18106; do
     fill "$port" "$export_rows"
-    pid=${pids[$((port - 18103))]}
+    pid=${pid_of[$port]}
     echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true   # resets the peak (VmHWM) to now
     before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
     start_ns=$(date +%s%N)
