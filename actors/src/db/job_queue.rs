@@ -325,34 +325,48 @@ impl Database {
     ) -> Result<Vec<Job>, DbError> {
         let t = now();
         let until = later(lease);
+        // The SQL of the shared body (MySQL has its own).
         let sql = match self.backend() {
-            Backend::Postgres | Backend::Mysql => CLAIM_POSTGRES,
             Backend::Sqlite => CLAIM_SQLITE,
+            Backend::Postgres | Backend::Mysql => CLAIM_POSTGRES,
         };
         on_conn!(self, "claim_jobs",
             // MySQL cannot update the table its subquery reads (nor limit an `IN`
             // subquery): the runnable ids are locked first, skipping rows another worker
-            // is claiming, then updated and read back, in one transaction.
+            // is claiming, then updated and read back, in one transaction. Each locking
+            // read follows the (state, run_at) index, so InnoDB locks only the rows it
+            // returns (one read over both states would sort first and lock every
+            // runnable row until commit, leaving nothing for the other workers): first
+            // jobs whose worker died with attempts left, then queued jobs that are due.
             mysql: |conn| async {
                 conn.transaction::<_, diesel::result::Error, _>(|tx| {
                     async move {
-                        let ids: Vec<i64> = jobs::table
-                            .filter(
-                                jobs::state
-                                    .eq(JobState::Queued)
-                                    .and(jobs::run_at.le(t))
-                                    .or(jobs::state
-                                        .eq(JobState::Running)
-                                        .and(jobs::lease_until.lt(t))
-                                        .and(jobs::attempts.lt(jobs::max_attempts))),
-                            )
-                            .order((jobs::run_at.asc(), jobs::id.asc()))
+                        let mut ids: Vec<i64> = jobs::table
+                            .filter(jobs::state.eq(JobState::Running))
+                            .filter(jobs::lease_until.lt(t))
+                            .filter(jobs::attempts.lt(jobs::max_attempts))
+                            .order((jobs::state.asc(), jobs::run_at.asc(), jobs::id.asc()))
                             .limit(limit)
                             .select(jobs::id)
                             .for_update()
                             .skip_locked()
                             .load(tx)
                             .await?;
+                        let room = limit - ids.len() as i64;
+                        if room > 0 {
+                            ids.extend(
+                                jobs::table
+                                    .filter(jobs::state.eq(JobState::Queued))
+                                    .filter(jobs::run_at.le(t))
+                                    .order((jobs::state.asc(), jobs::run_at.asc(), jobs::id.asc()))
+                                    .limit(room)
+                                    .select(jobs::id)
+                                    .for_update()
+                                    .skip_locked()
+                                    .load::<i64>(tx)
+                                    .await?,
+                            );
+                        }
                         if ids.is_empty() {
                             return Ok(Vec::new());
                         }

@@ -287,8 +287,14 @@ macro_rules! on_conn {
                 }
                 $crate::db::PoolRef::Mysql(pool) => {
                     let mut guard = db.checkout(pool).await?;
-                    let $mc = &mut *guard;
-                    db.deadline($mbody).await
+                    let result = {
+                        let $mc = &mut *guard;
+                        db.within_deadline($mbody).await
+                    };
+                    result.unwrap_or_else(|cut| {
+                        $crate::db::mysql::discard(&mut guard);
+                        Err(cut)
+                    })
                 }
                 $crate::db::PoolRef::Sqlite(pool) => {
                     let mut guard = db.checkout(pool).await?;
@@ -491,11 +497,20 @@ impl Database {
         &self,
         fut: impl std::future::Future<Output = Result<T, DbError>>,
     ) -> Result<T, DbError> {
+        self.within_deadline(fut).await.unwrap_or_else(Err)
+    }
+
+    /// Like [`deadline`](Self::deadline), but tells a statement the deadline cut off
+    /// (`Err`, the timeout error) from one that finished, successfully or not (`Ok`).
+    #[doc(hidden)]
+    pub async fn within_deadline<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<Result<T, DbError>, DbError> {
         let timeout = self.inner.settings.statement_timeout;
-        match tokio::time::timeout(timeout + STATEMENT_TIMEOUT_GRACE, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(DbError::Timeout(timeout)),
-        }
+        tokio::time::timeout(timeout + STATEMENT_TIMEOUT_GRACE, fut)
+            .await
+            .map_err(|_| DbError::Timeout(timeout))
     }
 
     /// Maps a driver error with this database's statement timeout.

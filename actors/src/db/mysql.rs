@@ -43,9 +43,11 @@ impl FailureWindow {
 
 /// The statements a new connection runs: the statement timeout (`max_statement_time`, in
 /// seconds, on MariaDB, which applies to every statement; `max_execution_time`, in
-/// milliseconds, on MySQL, which applies to `SELECT`s), the row-lock wait bounded by the
-/// same timeout (whole seconds, at least one), and READ COMMITTED, the isolation the
-/// queries are written for (PostgreSQL's default).
+/// milliseconds, on MySQL, which applies to `SELECT`s), the row-lock and table-lock waits
+/// bounded by the same timeout (whole seconds, at least one), and READ COMMITTED, the
+/// isolation the queries are written for (PostgreSQL's default). A MySQL write that runs
+/// long without waiting for a lock is ended by the client-side deadline, and its
+/// connection discarded ([`discard`]).
 pub fn session_setup(server_version: &str, statement_timeout: Duration) -> Vec<String> {
     let ms = statement_timeout.as_millis().max(1);
     let lock_wait_secs = statement_timeout.as_secs_f64().ceil().max(1.0) as u64;
@@ -60,6 +62,7 @@ pub fn session_setup(server_version: &str, statement_timeout: Duration) -> Vec<S
     vec![
         timeout,
         format!("SET SESSION innodb_lock_wait_timeout = {lock_wait_secs}"),
+        format!("SET SESSION lock_wait_timeout = {lock_wait_secs}"),
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".to_owned(),
     ]
 }
@@ -131,6 +134,17 @@ macro_rules! insert_and_read {
 }
 pub(crate) use insert_and_read;
 
+/// Marks a connection whose statement the client-side deadline cut off as broken, so the
+/// pool drops it instead of lending it again: the driver may still be owed the reply to
+/// the abandoned statement, which the next borrower would read as its own.
+pub fn discard(conn: &mut AsyncMysqlConnection) {
+    use diesel_async::TransactionManager;
+    <AsyncMysqlConnection as AsyncConnection>::TransactionManager::transaction_manager_status_mut(
+        conn,
+    )
+    .set_in_error();
+}
+
 /// The id the connection's last `INSERT` generated.
 pub async fn last_insert_id(conn: &mut AsyncMysqlConnection) -> QueryResult<i64> {
     diesel::select(diesel::dsl::sql::<BigInt>(
@@ -147,6 +161,8 @@ pub fn connection_lost(message: &str) -> bool {
         || message.contains("Connection to the server is closed")
         || message.contains("Server shutdown in progress")
         || message.contains("Connection was killed")
+        || message.contains("disconnected by the server because of inactivity")
+        || message.contains("Lost connection to")
 }
 
 /// Whether a MySQL/MariaDB error message says a timeout ended the statement: the
@@ -158,10 +174,12 @@ pub fn timed_out(message: &str) -> bool {
         || message.contains("Lock wait timeout exceeded")
 }
 
-/// Whether a MariaDB error message is a failed `CHECK` constraint (error 4025, which the
-/// driver does not classify; MySQL's 3819 is).
+/// Whether a MySQL/MariaDB error message says a value broke a rule of the schema that
+/// the driver does not classify: a failed `CHECK` (MariaDB's 4025; MySQL's 3819 is) or a
+/// value longer than its column (1406).
 pub fn check_failed(message: &str) -> bool {
-    message.starts_with("CONSTRAINT") && message.contains("failed")
+    (message.starts_with("CONSTRAINT") && message.contains("failed"))
+        || message.starts_with("Data too long for column")
 }
 
 #[cfg(test)]
@@ -198,5 +216,9 @@ mod tests {
             "CONSTRAINT `orders.quantity` failed for `test`.`orders`"
         ));
         assert!(!timed_out("Duplicate entry 'a' for key 'email'"));
+        assert!(check_failed("Data too long for column 'name' at row 1"));
+        assert!(connection_lost(
+            "The client was disconnected by the server because of inactivity."
+        ));
     }
 }

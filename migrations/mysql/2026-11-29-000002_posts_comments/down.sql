@@ -1,2 +1,2 @@
-DROP TABLE comments;
-DROP TABLE posts;
+DROP TABLE IF EXISTS comments;
+DROP TABLE IF EXISTS posts;

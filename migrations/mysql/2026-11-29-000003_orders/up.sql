@@ -1,5 +1,5 @@
 -- Orders (the seed's dashboard example).
-CREATE TABLE orders (
+CREATE TABLE IF NOT EXISTS orders (
     id BIGINT AUTO_INCREMENT PRIMARY KEY,
     user_id BIGINT NOT NULL,
     product VARCHAR(255) NOT NULL,

@@ -1,1 +1,1 @@
-DROP TABLE data;
+DROP TABLE IF EXISTS data;

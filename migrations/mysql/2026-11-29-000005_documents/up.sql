@@ -1,5 +1,5 @@
 -- The document store when MONGODB_URI is unset: one JSON object per row.
-CREATE TABLE documents (
+CREATE TABLE IF NOT EXISTS documents (
     id VARCHAR(128) PRIMARY KEY,
     body LONGTEXT NOT NULL,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)

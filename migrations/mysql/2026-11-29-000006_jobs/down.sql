@@ -1,6 +1,6 @@
-DROP TABLE analytics_applied;
-DROP TABLE analytics;
-DROP TABLE activity_log;
-DROP TABLE actions;
-DROP TABLE outbox;
-DROP TABLE jobs;
+DROP TABLE IF EXISTS analytics_applied;
+DROP TABLE IF EXISTS analytics;
+DROP TABLE IF EXISTS activity_log;
+DROP TABLE IF EXISTS actions;
+DROP TABLE IF EXISTS outbox;
+DROP TABLE IF EXISTS jobs;

@@ -1,2 +1,2 @@
-DROP TABLE room_events;
-DROP TABLE rooms;
+DROP TABLE IF EXISTS room_events;
+DROP TABLE IF EXISTS rooms;

@@ -2,13 +2,13 @@
 -- event here before anyone receives it, so a restart keeps the numbering and the replay.
 -- `epoch` changes when a room's history is lost (the room was forgotten after
 -- ROOM_HISTORY_TTL_SECS without events, or this table was emptied).
-CREATE TABLE rooms (
+CREATE TABLE IF NOT EXISTS rooms (
     room VARCHAR(64) PRIMARY KEY,
     epoch VARCHAR(32) NOT NULL,
     last_seq BIGINT NOT NULL,
     updated_at DATETIME(3) NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
-CREATE TABLE room_events (
+CREATE TABLE IF NOT EXISTS room_events (
     room VARCHAR(64) NOT NULL,
     seq BIGINT NOT NULL,
     event MEDIUMTEXT NOT NULL,
