@@ -53,7 +53,7 @@ fn one_relational_store(
     mysql_url: Option<ServiceUrl>,
 ) -> Result<Option<ServiceUrl>, ConfigError> {
     match (database_url, mysql_url) {
-        (Some(d), Some(m)) if d.url() != m.url() => Err(invalid(
+        (Some(d), Some(m)) if !same_database(d.url(), m.url()) => Err(invalid(
             s::MYSQL_URL.name,
             format!("\"{}\"", m.redacted()),
             &format!(
@@ -64,6 +64,22 @@ fn one_relational_store(
         (Some(d), _) => Ok(Some(d)),
         (None, m) => Ok(m),
     }
+}
+
+/// Whether two database URLs name the same database: scheme, user, host, port (the
+/// scheme's default when absent) and database; passwords and options may differ.
+fn same_database(a: &Url, b: &Url) -> bool {
+    let port = |u: &Url| {
+        u.port().unwrap_or(match u.scheme() {
+            "mysql" => 3306,
+            _ => 5432,
+        })
+    };
+    a.scheme() == b.scheme()
+        && a.username() == b.username()
+        && a.host_str() == b.host_str()
+        && port(a) == port(b)
+        && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
 }
 
 impl Resolver {

@@ -173,7 +173,11 @@ fn one_relational_store_is_chosen_from_database_url_or_mysql_url() {
     assert_eq!(url(c).as_deref(), Some("mysql://app:pw@db:3306/app"));
     // So does DATABASE_URL with a mysql:// URL, and the same URL in both is accepted.
     let same = "mysql://app:pw@db:3306/app";
-    let c = load(&[("DATABASE_URL", same), ("MYSQL_URL", same)]).unwrap();
+    let c = load(&[
+        ("DATABASE_URL", same),
+        ("MYSQL_URL", "mysql://app@db/app?require_ssl=true"),
+    ])
+    .unwrap();
     assert_eq!(c.database_backend(), "mysql");
     assert!(
         c.render()
