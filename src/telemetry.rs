@@ -1,26 +1,22 @@
-//! Logging, request ids, the access log and request metrics.
+//! Request ids, the access log and request metrics.
 //!
-//! * [`init_logging`] installs the logger: `env_logger`'s filter at `LOG_LEVEL`, records
-//!   formatted on the calling thread and handed to a dedicated writer thread through a
-//!   bounded queue, so an event-loop thread never blocks on a slow stderr. If the writer falls behind by
-//!   [`LOG_QUEUE_LINES`] lines, new lines are dropped and counted
-//!   (`courier_log_lines_dropped_total`) rather than stalling requests.
+//! * The logger ([`crate::logging`], re-exported here) formats records on the calling
+//!   thread and hands them to a writer thread, so an event-loop thread never blocks on a
+//!   slow stderr.
 //! * [`Telemetry`] is the one middleware around every request: it assigns the request id
 //!   (honouring a well-formed `X-Request-Id`, generating one otherwise, echoing it in the
 //!   response), counts the request in `/metrics`, writes one access-log line, and renders
 //!   every error response in the JSON shape of [`crate::error`] with the request id filled in.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::{ready, Future, Ready};
-use std::io::{self, BufWriter, Write};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse, Transform};
@@ -32,14 +28,7 @@ use prometheus::{Histogram, IntCounter};
 use crate::error::{code_for_status, error_response, AppError};
 use crate::metrics::Metrics;
 
-/// Lines the log writer thread may lag behind before new lines are dropped.
-pub const LOG_QUEUE_LINES: usize = 65_536;
-
-/// How often the log writer thread writes out what was queued.
-pub const LOG_WRITE_INTERVAL: Duration = Duration::from_millis(20);
-
-/// How long shutdown waits for the log writer to drain.
-pub const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::logging::{flush_logs, init_logging, log_lines_dropped};
 
 /// Longest `X-Request-Id` accepted from a client; longer ones are replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -49,146 +38,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Route label for requests that matched no route, so scans cannot explode the metrics.
 const UNMATCHED_ROUTE: &str = "unmatched";
-
-enum LogMsg {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
-}
-
-struct LogControl {
-    tx: SyncSender<LogMsg>,
-    dropped: AtomicU64,
-}
-
-static LOG_CONTROL: OnceLock<LogControl> = OnceLock::new();
-
-/// The process logger: `env_logger` decides which records pass `LOG_LEVEL`; each record
-/// is formatted on the calling thread (no lock is shared between workers) and queued to the
-/// writer thread.
-struct QueueLogger {
-    filter: env_logger::Logger,
-}
-
-thread_local! {
-    /// The formatted `YYYY-MM-DDTHH:MM:SS` of the current second, reused within it.
-    static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
-}
-
-fn write_timestamp(line: &mut Vec<u8>) {
-    let now = chrono::Utc::now();
-    let secs = now.timestamp();
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs {
-            cached.0 = secs;
-            cached.1 = now.format("%Y-%m-%dT%H:%M:%S").to_string();
-        }
-        line.extend_from_slice(cached.1.as_bytes());
-    });
-    let _ = write!(line, ".{:03}Z", now.timestamp_subsec_millis());
-}
-
-impl log::Log for QueueLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.filter.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.filter.matches(record) {
-            return;
-        }
-        let Some(control) = LOG_CONTROL.get() else {
-            return;
-        };
-        let mut line = Vec::with_capacity(160);
-        line.push(b'[');
-        write_timestamp(&mut line);
-        let _ = writeln!(
-            line,
-            " {:<5} {}] {}",
-            record.level(),
-            record.target(),
-            record.args()
-        );
-        if control.tx.try_send(LogMsg::Line(line)).is_err() {
-            control.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-fn writer_thread(rx: Receiver<LogMsg>) {
-    // `Stderr` takes its lock per write, and the buffer writes a batch at a time: holding
-    // the lock for the thread's life would block every other writer to stderr for good
-    // (a panic message, a library's `eprintln!`) and hang the thread that writes it.
-    let mut out = BufWriter::with_capacity(64 * 1024, io::stderr());
-    loop {
-        // Drain what is queued, write it in one go, then sleep: senders never have to wake
-        // this thread, so logging costs a request no system call.
-        loop {
-            match rx.try_recv() {
-                Ok(LogMsg::Line(line)) => {
-                    let _ = out.write_all(&line);
-                }
-                Ok(LogMsg::Flush(ack)) => {
-                    let _ = out.flush();
-                    let _ = ack.send(());
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    let _ = out.flush();
-                    return;
-                }
-            }
-        }
-        let _ = out.flush();
-        std::thread::sleep(LOG_WRITE_INTERVAL);
-    }
-}
-
-/// Installs the logger with an `env_logger` filter such as `info` or `warn,courier=debug`.
-/// Calling it again is harmless (the first logger stays).
-pub fn init_logging(filter: &str) {
-    let (tx, rx) = mpsc::sync_channel(LOG_QUEUE_LINES);
-    if LOG_CONTROL
-        .set(LogControl {
-            tx,
-            dropped: AtomicU64::new(0),
-        })
-        .is_err()
-    {
-        return;
-    }
-    let filter = env_logger::Builder::new()
-        .parse_filters(&filter.to_ascii_lowercase())
-        .build();
-    let max_level = filter.filter();
-    let spawned = std::thread::Builder::new()
-        .name("log-writer".into())
-        .spawn(move || writer_thread(rx));
-    if spawned.is_ok() && log::set_boxed_logger(Box::new(QueueLogger { filter })).is_ok() {
-        log::set_max_level(max_level);
-    }
-}
-
-/// Waits (up to [`LOG_FLUSH_TIMEOUT`]) until every queued log line is written.
-pub fn flush_logs() {
-    if let Some(control) = LOG_CONTROL.get() {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if control.tx.send(LogMsg::Flush(ack_tx)).is_ok() {
-            let _ = ack_rx.recv_timeout(LOG_FLUSH_TIMEOUT);
-        }
-    }
-}
-
-/// Log lines dropped so far because the writer fell behind.
-pub fn log_lines_dropped() -> u64 {
-    LOG_CONTROL
-        .get()
-        .map(|c| c.dropped.load(Ordering::Relaxed))
-        .unwrap_or(0)
-}
 
 /// The id of the current request, as echoed in `X-Request-Id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,9 +149,11 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(TelemetryService {
             service,
-            metrics: self.metrics.clone(),
-            debug: self.debug,
-            cache: Rc::new(RefCell::new(HashMap::new())),
+            worker: Rc::new(Worker {
+                metrics: self.metrics.clone(),
+                debug: self.debug,
+                cache: RefCell::new(RouteCache::default()),
+            }),
         }))
     }
 }
@@ -310,17 +161,65 @@ where
 /// The per-worker middleware service built by [`Telemetry`].
 pub struct TelemetryService<S> {
     service: S,
-    metrics: Metrics,
-    debug: bool,
-    cache: Rc<RefCell<HashMap<String, RouteMetrics>>>,
+    worker: Rc<Worker>,
 }
 
-/// Decrements the in-flight gauge even when the client goes away mid-request.
-struct InFlight(prometheus::IntGauge);
+/// What one worker's requests share: one `Rc` clone per request, no atomic reference count.
+struct Worker {
+    metrics: Metrics,
+    debug: bool,
+    cache: RefCell<RouteCache>,
+}
+
+/// Each route's metrics by pattern, and the request paths known to be a route's pattern
+/// themselves (`/healthz`): for those the route is the path, and actix-web's
+/// `match_pattern()`, which matches the path against every route again and allocates the
+/// answer, is skipped. Routing depends on the path alone, so a path found to be its own
+/// pattern stays so; the set holds at most one entry per static route.
+#[derive(Default)]
+struct RouteCache {
+    routes: HashMap<String, RouteMetrics>,
+    static_paths: HashSet<String>,
+}
+
+/// One request in flight: decrements the in-flight gauge when dropped, also when the
+/// client goes away mid-request.
+struct InFlight {
+    worker: Rc<Worker>,
+    start: Instant,
+    id: HeaderValue,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.dec();
+        self.worker.metrics.in_flight().dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one request through [`TelemetryService`] (no box per request).
+    pub struct TelemetryFuture<F> {
+        #[pin]
+        fut: F,
+        request: Option<InFlight>,
+    }
+}
+
+impl<F, B> Future for TelemetryFuture<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, Error>>,
+    B: MessageBody + 'static,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.fut.poll(cx));
+        let request = this
+            .request
+            .take()
+            .expect("a TelemetryFuture is not polled after it finished");
+        Poll::Ready(finish(result, request))
     }
 }
 
@@ -331,7 +230,7 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Error>>>>;
+    type Future = TelemetryFuture<S::Future>;
 
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.service.poll_ready(cx)
@@ -347,79 +246,112 @@ where
                 id
             }
         };
-        let metrics = self.metrics.clone();
-        let cache = self.cache.clone();
-        let debug = self.debug;
-        metrics.in_flight().inc();
-        let guard = InFlight(metrics.in_flight().clone());
-        let fut = self.service.call(req);
-
-        Box::pin(async move {
-            let result = fut.await;
-            drop(guard);
-            let id_str = id.to_str().unwrap_or_default();
-            let mut res = match result {
-                Ok(res) if is_error(res.status()) => {
-                    render_error(res, id_str, debug).map_into_right_body()
-                }
-                Ok(res) => res.map_into_left_body(),
-                // Only a service inside this middleware can fail this way (handlers turn
-                // their errors into responses); actix renders it.
-                Err(err) => {
-                    log::error!("request_id={id_str} failed before a response was built: {err}");
-                    return Err(err);
-                }
-            };
-            let status = res.status();
-            res.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
-
-            let elapsed = start.elapsed();
-            let req = res.request();
-            let route = req.match_pattern();
-            let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
-            {
-                let mut cache = cache.borrow_mut();
-                if !cache.contains_key(route) {
-                    if cache.len() >= MAX_CACHED_ROUTES {
-                        cache.clear();
-                    }
-                    cache.insert(
-                        route.to_owned(),
-                        RouteMetrics {
-                            latency: metrics.route_latency(route),
-                            requests: Vec::new(),
-                        },
-                    );
-                }
-                let entry = cache.get_mut(route).expect("inserted above");
-                entry.latency.observe(elapsed.as_secs_f64());
-                let code = status.as_u16();
-                let method = method_label(req.method());
-                match entry
-                    .requests
-                    .iter()
-                    .find(|(m, s, _)| *s == code && *m == method)
-                {
-                    Some((_, _, counter)) => counter.inc(),
-                    None => {
-                        let counter = metrics.request_counter(method, route, code);
-                        counter.inc();
-                        entry.requests.push((method, code, counter));
-                    }
-                }
-            }
-            log::info!(
-                target: "courier::access",
-                "method={} path={} status={} latency_ms={:.3} request_id={}",
-                req.method(),
-                req.path(),
-                status.as_u16(),
-                elapsed.as_secs_f64() * 1000.0,
-                id_str
-            );
-            Ok(res)
-        })
+        self.worker.metrics.in_flight().inc();
+        let request = InFlight {
+            worker: self.worker.clone(),
+            start,
+            id,
+        };
+        TelemetryFuture {
+            fut: self.service.call(req),
+            request: Some(request),
+        }
     }
+}
+
+/// Renders errors, sets the request id, counts the request and writes its access-log line.
+fn finish<B>(
+    result: Result<ServiceResponse<B>, Error>,
+    request: InFlight,
+) -> Result<ServiceResponse<EitherBody<B>>, Error>
+where
+    B: MessageBody + 'static,
+{
+    let worker = request.worker.clone();
+    let (start, id) = (request.start, request.id.clone());
+    // The request is no longer in flight once its response is built.
+    drop(request);
+    let id_str = id.to_str().unwrap_or_default();
+    let mut res = match result {
+        Ok(res) if is_error(res.status()) => {
+            render_error(res, id_str, worker.debug).map_into_right_body()
+        }
+        Ok(res) => res.map_into_left_body(),
+        // Only a service inside this middleware can fail this way (handlers turn
+        // their errors into responses); actix renders it.
+        Err(err) => {
+            log::error!("request_id={id_str} failed before a response was built: {err}");
+            return Err(err);
+        }
+    };
+    let status = res.status();
+    res.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+
+    let elapsed = start.elapsed();
+    let req = res.request();
+    {
+        let mut cache = worker.cache.borrow_mut();
+        let cache = &mut *cache;
+        let path = req.path();
+        let matched;
+        let route = if cache.static_paths.contains(path) {
+            path
+        } else {
+            matched = req.match_pattern();
+            match matched.as_deref() {
+                Some(pattern) => {
+                    if pattern == path && cache.static_paths.len() < MAX_CACHED_ROUTES {
+                        cache.static_paths.insert(path.to_owned());
+                    }
+                    pattern
+                }
+                None => UNMATCHED_ROUTE,
+            }
+        };
+        let metrics = &worker.metrics;
+        let cache = &mut cache.routes;
+        if !cache.contains_key(route) {
+            if cache.len() >= MAX_CACHED_ROUTES {
+                cache.clear();
+            }
+            cache.insert(
+                route.to_owned(),
+                RouteMetrics {
+                    latency: metrics.route_latency(route),
+                    requests: Vec::new(),
+                },
+            );
+        }
+        let entry = cache.get_mut(route).expect("inserted above");
+        entry.latency.observe(elapsed.as_secs_f64());
+        let code = status.as_u16();
+        let method = method_label(req.method());
+        match entry
+            .requests
+            .iter()
+            .find(|(m, s, _)| *s == code && *m == method)
+        {
+            Some((_, _, counter)) => counter.inc(),
+            None => {
+                let counter = metrics.request_counter(method, route, code);
+                counter.inc();
+                entry.requests.push((method, code, counter));
+            }
+        }
+    }
+    // Milliseconds with three decimals, formatted from integers rather than a float.
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    log::info!(
+        target: "courier::access",
+        "method={} path={} status={} latency_ms={}.{:03} request_id={}",
+        req.method(),
+        req.path(),
+        status.as_u16(),
+        micros / 1000,
+        micros % 1000,
+        id_str
+    );
+    Ok(res)
 }
 
 fn is_error(status: actix_web::http::StatusCode) -> bool {
@@ -475,29 +407,4 @@ where
         }
     }
     ServiceResponse::new(req, fresh)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn other_writers_to_stderr_are_not_blocked_by_the_log_writer() {
-        init_logging("info");
-        log::info!("a line through the writer thread");
-        flush_logs();
-        // Written straight to the process's stderr (not the test harness's capture), as a
-        // panic message or a library's own output would be.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = io::stderr()
-                .lock()
-                .write_all(b"a line written beside the logger\n");
-            let _ = tx.send(());
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("a direct write to stderr completes while the logger runs");
-        log::info!("and the logger still writes afterwards");
-        flush_logs();
-    }
 }

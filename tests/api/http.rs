@@ -413,6 +413,11 @@ async fn metrics_count_requests_by_route_and_status() {
     }
     app.get_json("/nowhere/1").await;
     app.get_json("/nowhere/2").await;
+    // A route with a parameter is counted under its pattern, before and after a static
+    // route has been seen (the worker remembers static paths to skip re-matching them).
+    for room in ["a", "b", "healthz"] {
+        app.get_json(&format!("/rooms/{room}/history")).await;
+    }
     let (status, text) = app.get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(
@@ -428,6 +433,12 @@ async fn metrics_count_requests_by_route_and_status() {
         "unknown paths share one label: {text}"
     );
     assert!(text.contains(r#"courier_http_request_duration_seconds_count{route="/healthz"} 3"#));
+    assert!(
+        text.contains(
+            r#"courier_http_request_duration_seconds_count{route="/rooms/{room}/history"} 3"#
+        ),
+        "{text}"
+    );
     assert!(
         text.contains("courier_http_requests_in_flight 1"),
         "the /metrics request itself"
