@@ -20,6 +20,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::{header, ConnectionType};
 use actix_web::web::Bytes;
 use actix_web::HttpMessage;
+use futures_util::future::Either;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
@@ -82,7 +83,9 @@ where
 {
     type Response = ServiceResponse<B>;
     type Error = actix_web::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+    // A request without a body (most of them) goes straight through, without a box.
+    type Future =
+        Either<S::Future, Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>>;
 
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.service.poll_ready(cx)
@@ -90,7 +93,7 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         if !has_body(&req) {
-            return Box::pin(self.service.call(req));
+            return Either::Left(self.service.call(req));
         }
         let finished = Rc::new(Cell::new(false));
         let body = DeadlineBody::new(req.take_payload(), self.limits, finished.clone());
@@ -98,7 +101,7 @@ where
             payload: Box::pin(body),
         });
         let service = self.service.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let mut res = service.call(req).await?;
             if !finished.get() {
                 // The rest of the body is not waited for.
@@ -107,7 +110,7 @@ where
                     .set_connection_type(ConnectionType::Close);
             }
             Ok(res)
-        })
+        }))
     }
 }
 
