@@ -14,6 +14,8 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
+
+use crate::cors_gate::CorsGate;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use courier_actors::blocking::BlockingPool;
@@ -234,7 +236,7 @@ impl Application {
                 .app_data(path)
                 .app_data(payload)
                 .wrap(from_fn(routes::access::protect))
-                .wrap(cors(&config))
+                .wrap(CorsGate(cors(&config)))
                 .wrap(BodyDeadline::new(config.body))
                 .wrap(Telemetry::new(metrics.clone(), config.debug))
                 .configure(|cfg| routes::configure(cfg, documents_max))

@@ -782,6 +782,24 @@ async fn cors_answers_allowed_origins_and_websockets_refuse_others() {
         );
     }
 
+    // A request without an Origin (not a browser) passes with no CORS headers but Vary, so
+    // a shared cache keeps it apart from the answers to browsers; from another origin it
+    // carries no CORS headers, so the browser keeps the answer from the page.
+    let res = app.client.get(app.url("/rooms")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    assert!(res.headers().get("access-control-expose-headers").is_none());
+    let vary = res.headers().get("vary").expect("Vary").to_str().unwrap();
+    assert!(vary.starts_with("Origin"), "{vary}");
+    let res = app
+        .client
+        .get(app.url("/rooms"))
+        .insert_header(("Origin", "https://evil.example"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
     // WebSocket: no Origin (not a browser), the server's own, and the CORS origins are
     // allowed; any other origin is refused with 403 in the one error shape.
     let own = format!("http://127.0.0.1:{}", app.port);
