@@ -360,6 +360,7 @@ impl Database {
         metrics: DbMetrics,
         documents: DocumentStore,
     ) -> Self {
+        let url = &mysql::connect_as_given(url);
         let failures = Arc::new(mysql::FailureWindow::default());
         let config = mysql::manager_config(settings.statement_timeout, failures.clone());
         let manager = AsyncDieselConnectionManager::new_with_config(url, config);

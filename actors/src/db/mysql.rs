@@ -145,6 +145,22 @@ pub fn discard(conn: &mut AsyncMysqlConnection) {
     .set_in_error();
 }
 
+/// `url` with `prefer_socket=false` unless it says otherwise: by default the driver asks a
+/// server reached over loopback TCP for its Unix socket and moves the connection there,
+/// around anything the URL points at on loopback (a local proxy or tunnel, say). courier
+/// connects where its URL says.
+pub fn connect_as_given(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.query_pairs().any(|(k, _)| k == "prefer_socket") => {
+            parsed
+                .query_pairs_mut()
+                .append_pair("prefer_socket", "false");
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The id the connection's last `INSERT` generated.
 pub async fn last_insert_id(conn: &mut AsyncMysqlConnection) -> QueryResult<i64> {
     diesel::select(diesel::dsl::sql::<BigInt>(
@@ -196,6 +212,20 @@ mod tests {
         assert_eq!(mysql[0], "SET SESSION max_execution_time = 1500");
         let short = session_setup("8.0.40", Duration::from_millis(10));
         assert_eq!(short[1], "SET SESSION innodb_lock_wait_timeout = 1");
+    }
+
+    #[test]
+    fn connections_go_where_the_url_says() {
+        assert_eq!(
+            connect_as_given("mysql://u:p@127.0.0.1:6033/app"),
+            "mysql://u:p@127.0.0.1:6033/app?prefer_socket=false"
+        );
+        assert_eq!(
+            connect_as_given("mysql://u@h/app?require_ssl=true"),
+            "mysql://u@h/app?require_ssl=true&prefer_socket=false"
+        );
+        let chosen = "mysql://u@127.0.0.1/app?prefer_socket=true";
+        assert_eq!(connect_as_given(chosen), chosen);
     }
 
     #[test]

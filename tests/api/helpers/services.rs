@@ -76,9 +76,6 @@ pub async fn fresh_mysql_database() -> Option<String> {
         .expect("create a test database");
     let mut url = url::Url::parse(&admin).expect("valid URL");
     url.set_path(&format!("/{name}"));
-    // The driver would move a loopback TCP connection to the server's Unix socket, around
-    // the proxy the failure tests put in front of the server.
-    url.query_pairs_mut().append_pair("prefer_socket", "false");
     Some(url.to_string())
 }
 
