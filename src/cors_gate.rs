@@ -5,7 +5,9 @@
 //! `curl`) is not a cross-origin request and passes it untouched. [`CorsGate`] sends those
 //! straight to the inner service and adds the header that matters to them, `Vary: Origin`
 //! (so a shared cache does not hand the answer to a browser that sent an `Origin`; `Cors`
-//! also added `Access-Control-Expose-Headers`, which means nothing without an `Origin`); requests with an `Origin`, and every preflight, go through `Cors` as before.
+//! also added `Access-Control-Expose-Headers`, which means nothing without an `Origin`);
+//! requests with an `Origin`, and anything shaped like a preflight (`OPTIONS` with
+//! `Access-Control-Request-Method`), go through `Cors` as before.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -108,7 +110,11 @@ where
     }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        if req.headers().contains_key(header::ORIGIN) {
+        let headers = req.headers();
+        let cors = headers.contains_key(header::ORIGIN)
+            || (req.method() == actix_web::http::Method::OPTIONS
+                && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD));
+        if cors {
             Either::Right(self.cors.call(req))
         } else {
             Either::Left(Plain {

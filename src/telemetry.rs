@@ -173,9 +173,10 @@ struct Worker {
 
 /// Each route's metrics by pattern, and the request paths known to be a route's pattern
 /// themselves (`/healthz`): for those the route is the path, and actix-web's
-/// `match_pattern()`, which matches the path against every route again and allocates the
-/// answer, is skipped. Routing depends on the path alone, so a path found to be its own
-/// pattern stays so; the set holds at most one entry per static route.
+/// `match_pattern()` (an index walk and an allocated string per request) is skipped. This
+/// holds because no resource has a resource-level guard: the router picks a resource by
+/// path alone, so a path once found to be its own pattern always is. The set holds at most
+/// one entry per static route (a path is only kept when it equals a registered pattern).
 #[derive(Default)]
 struct RouteCache {
     routes: HashMap<String, RouteMetrics>,
@@ -400,10 +401,15 @@ where
     };
     let (req, old) = res.into_parts();
     let mut fresh = error_response(status, code, &message, Some(id));
-    // Keep headers the original response set on purpose (Allow, Retry-After, ...).
+    // Keep headers the original response set on purpose (Allow, Retry-After, Vary, ...),
+    // every value of each.
+    let kept = |name: &HeaderName| name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH;
+    for name in old.headers().keys().filter(|n| kept(n)) {
+        fresh.headers_mut().remove(name);
+    }
     for (name, value) in old.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            fresh.headers_mut().insert(name.clone(), value.clone());
+        if kept(name) {
+            fresh.headers_mut().append(name.clone(), value.clone());
         }
     }
     ServiceResponse::new(req, fresh)

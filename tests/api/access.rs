@@ -800,6 +800,17 @@ async fn cors_answers_allowed_origins_and_websockets_refuse_others() {
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
 
+    // Shaped like a preflight but without an Origin: still answered by the CORS layer
+    // (refused), not by the route.
+    let res = app
+        .client
+        .request(actix_web::http::Method::OPTIONS, app.url("/rooms"))
+        .insert_header(("Access-Control-Request-Method", "GET"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+
     // WebSocket: no Origin (not a browser), the server's own, and the CORS origins are
     // allowed; any other origin is refused with 403 in the one error shape.
     let own = format!("http://127.0.0.1:{}", app.port);
