@@ -65,18 +65,26 @@ pub fn mysql_admin_url() -> Option<String> {
 
 /// Creates a new, empty database on the test MySQL/MariaDB server and returns its URL.
 pub async fn fresh_mysql_database() -> Option<String> {
-    use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
     let admin = mysql_admin_url()?;
+    Some(create_database::<diesel_async::AsyncMysqlConnection>(&admin).await)
+}
+
+/// Creates a database with a fresh name on the server at `admin` (over a connection of
+/// type `C`) and returns the URL of the new database.
+async fn create_database<C>(admin: &str) -> String
+where
+    C: diesel_async::AsyncConnection + diesel_async::SimpleAsyncConnection,
+{
     let name = fresh_name();
-    let mut conn = AsyncMysqlConnection::establish(&admin)
+    let mut conn = C::establish(admin)
         .await
-        .expect("connect to the test MySQL/MariaDB");
+        .unwrap_or_else(|e| panic!("connect to the test database server {admin}: {e}"));
     conn.batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create a test database");
-    let mut url = url::Url::parse(&admin).expect("valid URL");
+    let mut url = url::Url::parse(admin).expect("valid URL");
     url.set_path(&format!("/{name}"));
-    Some(url.to_string())
+    url.to_string()
 }
 
 /// A database name no other test (or earlier run) uses.
@@ -110,18 +118,8 @@ pub fn postgres_admin_url() -> Option<String> {
 
 /// Creates a new, empty database on the test Postgres server and returns its URL.
 pub async fn fresh_postgres_database() -> Option<String> {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
     let admin = postgres_admin_url()?;
-    let name = fresh_name();
-    let mut conn = AsyncPgConnection::establish(&admin)
-        .await
-        .expect("connect to the test Postgres");
-    conn.batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    let mut url = url::Url::parse(&admin).expect("valid URL");
-    url.set_path(&format!("/{name}"));
-    Some(url.to_string())
+    Some(create_database::<diesel_async::AsyncPgConnection>(&admin).await)
 }
 
 fn rand_suffix() -> u32 {
