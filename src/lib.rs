@@ -19,3 +19,4 @@ pub mod secret;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod upgrade;

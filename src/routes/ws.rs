@@ -1,8 +1,11 @@
 //! The WebSocket endpoints: `/ws`, `/ws/authenticated`, `/ws/chat/{client_id}`
 //! and `/ws/json` with the room protocol.
 //!
-//! Each accepted socket gets a bounded outbound queue whose receiving end is the response
-//! body, and a `WsSession` actor fed by the decoded request body. A socket refused for
+//! Each accepted socket gets a bounded outbound queue and a `WsSession` actor. Through the
+//! server's upgrade handler ([`crate::upgrade`]) the socket then leaves the HTTP layer: a
+//! connection driver writes the queue and feeds the session what the client sends. Called
+//! without the upgrade handler (the application in a test), the queue's reader is the
+//! response body and the session reads the request body. A socket refused for
 //! authentication is upgraded and closed at once with 1008 and a reason; an upgrade from
 //! an origin that is not allowed is refused with 403 before it is upgraded.
 //!
@@ -18,7 +21,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use courier_actors::access::{Grant, Identity};
 use courier_actors::client_queue::{queue, OutFrame, WsBody};
-use courier_actors::ws_frames::WsFrames;
+use courier_actors::ws_frames::{BodyStream, WsFrames};
 use courier_actors::ws_session::{SessionKind, WsSession};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -26,6 +29,7 @@ use utoipa::IntoParams;
 use crate::auth::{self, AuthError};
 use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
+use crate::upgrade::{inbound, HandOff, InboundSender};
 
 /// Query of the WebSocket endpoints.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -39,8 +43,14 @@ pub struct WsQuery {
     name: Option<String>,
 }
 
-/// The 101 response for a valid handshake, its body fed by `stream`.
-fn upgrade(req: &HttpRequest, stream: WsBody) -> Result<HttpResponse, AppError> {
+/// The 101 response for a valid handshake. Through the upgrade handler
+/// ([`crate::upgrade`]) the socket goes to `outbound` and `inbound` by its hand-off and the
+/// response has no body; otherwise the response body carries `outbound`.
+fn upgrade(
+    req: &HttpRequest,
+    outbound: WsBody,
+    inbound: Option<InboundSender>,
+) -> Result<HttpResponse, AppError> {
     verify_handshake(req.head())
         .map_err(|e| AppError::BadRequest(format!("expected a WebSocket upgrade: {e}")))?;
     let key = req
@@ -49,10 +59,22 @@ fn upgrade(req: &HttpRequest, stream: WsBody) -> Result<HttpResponse, AppError> 
         .ok_or_else(|| AppError::BadRequest("missing Sec-WebSocket-Key".into()))?;
     let accept = header::HeaderValue::from_bytes(&hash_key(key.as_bytes()))
         .map_err(|_| AppError::BadRequest("bad Sec-WebSocket-Key".into()))?;
-    Ok(HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS)
+    let mut response = HttpResponse::build(StatusCode::SWITCHING_PROTOCOLS);
+    response
         .upgrade("websocket")
-        .insert_header((header::SEC_WEBSOCKET_ACCEPT, accept))
-        .streaming(stream))
+        .insert_header((header::SEC_WEBSOCKET_ACCEPT, accept));
+    Ok(match HandOff::of(req) {
+        Some(hand_off) if hand_off.full() => {
+            return Err(AppError::Unavailable(
+                "this server holds as many WebSockets as it may; try again later".into(),
+            ))
+        }
+        Some(hand_off) => {
+            hand_off.accept(outbound, inbound);
+            response.finish()
+        }
+        None => response.streaming(outbound),
+    })
 }
 
 /// Accepts the socket and closes it at once with `code` and `reason`.
@@ -64,7 +86,7 @@ fn refuse(
 ) -> Result<HttpResponse, AppError> {
     let (out, reader) = queue(state.realtime.queue_limits);
     let _ = out.try_send(OutFrame::Close(code, reason.to_owned()));
-    upgrade(req, WsBody::new(reader))
+    upgrade(req, WsBody::new(reader), None)
 }
 
 /// Refuses (403) an upgrade whose `Origin` is not allowed: `WS_ALLOWED_ORIGINS`, or by
@@ -132,7 +154,15 @@ fn accept(
 ) -> Result<HttpResponse, AppError> {
     let rt = &state.realtime;
     let (out, reader) = queue(rt.queue_limits);
-    let response = upgrade(req, WsBody::new(reader))?;
+    // What the client sends: from the upgraded socket, or from the request body.
+    let (sender, received): (_, BodyStream) = match HandOff::of(req) {
+        Some(_) => {
+            let (sender, received) = inbound();
+            (Some(sender), Box::pin(received))
+        }
+        None => (None, Box::pin(body)),
+    };
+    let response = upgrade(req, WsBody::new(reader), sender)?;
     let session = WsSession::new(
         rt.next_member_id(),
         name,
@@ -143,10 +173,7 @@ fn accept(
         rt.session.clone(),
         rt.metrics.clone(),
     );
-    let frames = WsFrames::new(
-        Box::pin(body),
-        state.config.realtime.session.max_message_bytes,
-    );
+    let frames = WsFrames::new(received, state.config.realtime.session.max_message_bytes);
     WsSession::create(move |ctx| {
         ctx.add_stream(frames);
         session

@@ -16,7 +16,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 
 use crate::cors_gate::CorsGate;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context as _;
 use courier_actors::blocking::BlockingPool;
 use courier_actors::cache::{Cache, CacheMetrics, RedisCache};
@@ -39,22 +39,27 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::{AppState, Pools, Realtime, Stores};
 use crate::telemetry::Telemetry;
+use crate::upgrade::Upgraded;
 
+mod server;
 mod stores;
 
+use server::serve;
 pub use stores::{build_database, MIGRATION_RETRY_INTERVAL};
 use stores::{build_stores, prepare_schema, shutdown_stores};
 
 /// Connections the kernel queues for `accept` (bursts of thousands of WebSocket clients).
 pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// Most connections one worker serves at once (10,000 WebSockets fit on one node).
+/// Most connections one worker serves at once (10,000 WebSockets fit on one node). It bounds
+/// the HTTP connections of each worker, and, apart, the upgraded WebSockets: this many per
+/// worker across the server (an upgrade beyond is answered 503).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 
 /// Longest the HTTP layer waits for a peer to close once the server has closed its side (a
 /// finished WebSocket closing handshake, `Connection: close`). actix-web's default, 1 s,
 /// kept every WebSocket whose client closed it open for a second more.
-pub const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+pub const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = crate::upgrade::DISCONNECT_WAIT;
 
 /// Built-in demo stores `/fastest-price` races when `PRICE_SOURCES` is unset.
 pub const DEMO_PRICE_STORES: u32 = 3;
@@ -66,6 +71,7 @@ pub struct Application {
     state: AppState,
     arbiter: actix_rt::Arbiter,
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    upgraded: Arc<Upgraded>,
 }
 
 /// Stops the application the way a signal does: realtime connections are closed (WebSocket
@@ -79,6 +85,7 @@ pub struct ShutdownHandle {
     job_events: JobEvents,
     jobs: Addr<JobWorker>,
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    upgraded: Arc<Upgraded>,
     timeout: Duration,
 }
 
@@ -92,6 +99,15 @@ impl ShutdownHandle {
         // Every other stream (`/sse`, exports) ends on this.
         self.closing.send_replace(true);
         log::info!("shutdown: sent close to {ws} connections and {sse} feed streams");
+        // WebSockets are not the HTTP server's to wait for: their closing handshakes are
+        // waited for here, within the same limit.
+        if !self.upgraded.all_closed(self.timeout).await {
+            log::warn!(
+                "shutdown: {} WebSockets still open after {} s; they are dropped",
+                self.upgraded.live(),
+                self.timeout.as_secs()
+            );
+        }
         // Before the HTTP workers stop: the jobs go back to the queue (for another node, or
         // this one after a restart) while every part of the server is still running.
         match self.jobs.send(ReleaseJobs).await {
@@ -215,11 +231,10 @@ impl Application {
             closing,
             realtime,
         };
-        let user_timeout = state.config.realtime.tcp_user_timeout;
 
         let config = state.config.clone();
         let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
+        let app = move || {
             let (json, query, path, payload) = extractor_configs(config.max_body_bytes);
             // One database executor per worker: queries run on the thread that serves the
             // request; the pool they share bounds the connections.
@@ -241,29 +256,10 @@ impl Application {
                 .wrap(Telemetry::new(metrics.clone(), config.debug))
                 .configure(|cfg| routes::configure(cfg, documents_max))
                 .default_service(web::to(routes::not_found))
-        })
-        .on_connect(move |conn, _| {
-            // A peer that stops acknowledging data is reset by the kernel after this long,
-            // which frees the buffers of clients that stopped reading.
-            if user_timeout.is_zero() {
-                return;
-            }
-            if let Some(stream) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-                let _ = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(user_timeout));
-            }
-        })
-        // A client that closes its side is gone: drop its streams (SSE subscribers, sockets)
-        // at once instead of writing to it until a write fails.
-        .h1_allow_half_closed(false)
-        .disable_signals()
-        .max_connections(MAX_CONNECTIONS_PER_WORKER)
-        .workers(state.config.worker_count())
-        .shutdown_timeout(state.config.shutdown_timeout.as_secs())
-        .keep_alive(state.config.http_keep_alive)
-        .client_request_timeout(state.config.client_request_timeout)
-        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-        .listen(listener)?
-        .run();
+        };
+        // Upgraded WebSockets leave the HTTP server's count: they have a bound of their own.
+        let upgraded = Upgraded::new(MAX_CONNECTIONS_PER_WORKER * state.config.worker_count());
+        let server = serve(app, listener, &state.config, upgraded.clone())?;
 
         log::info!(
             "courier {} listening on http://{addr} (env={}, workers={})",
@@ -277,6 +273,7 @@ impl Application {
             state,
             arbiter,
             closing: Arc::new(closing_tx),
+            upgraded,
         })
     }
 
@@ -288,6 +285,7 @@ impl Application {
             job_events: self.state.job_events.clone(),
             jobs: self.state.jobs.clone(),
             closing: self.closing.clone(),
+            upgraded: self.upgraded.clone(),
             timeout: self.state.config.shutdown_timeout,
         }
     }

@@ -20,4 +20,5 @@ mod helpers;
 mod http;
 mod lifecycle;
 mod realtime;
+mod upgrade;
 mod upstream;
