@@ -117,6 +117,9 @@ impl Stream for WsBody {
             // Register the close deadline's timer, or end.
             Pin::new(this).poll_next(cx)
         } else {
+            // Idle: the spent chunks' memory (their allocation is shared with this buffer's
+            // remaining capacity) is let go until there is something to write.
+            this.buf = BytesMut::new();
             Poll::Pending
         }
     }

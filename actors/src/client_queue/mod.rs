@@ -74,16 +74,16 @@ pub enum SendError {
 struct State {
     queue: VecDeque<OutFrame>,
     receiver_gone: bool,
+    /// Frames waiting: in the queue, or taken by the reader and not yet written.
+    pending: usize,
+    /// Their payload bytes. Both are raised by senders and lowered by the reader when it
+    /// comes back for more (so frames taken into a batch count until the batch is
+    /// written), both under the lock: no atomic per frame on either side.
+    pending_bytes: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Frames waiting, in the queue or in the reader's batch not yet encoded.
-    pending: AtomicUsize,
-    /// Their payload bytes. Both are raised by senders (under the lock, so the bound holds)
-    /// and lowered by the reader as it encodes each frame, so frames taken into a batch
-    /// still count until they are written.
-    pending_bytes: AtomicUsize,
     senders: AtomicUsize,
     limits: QueueLimits,
     evicted: AtomicBool,
@@ -133,6 +133,10 @@ pub struct QueueReader {
     shared: Arc<Shared>,
     /// Frames taken from the queue in one go and not yet encoded.
     batch: VecDeque<OutFrame>,
+    /// Frames handed out (and their bytes) since the reader last took the lock: they still
+    /// count in the queue's bounds until then.
+    handed_out: usize,
+    handed_out_bytes: usize,
 }
 
 impl Drop for QueueReader {
@@ -140,8 +144,8 @@ impl Drop for QueueReader {
         let mut st = self.shared.lock();
         st.receiver_gone = true;
         st.queue = VecDeque::new();
-        self.shared.pending.store(0, Ordering::Release);
-        self.shared.pending_bytes.store(0, Ordering::Release);
+        st.pending = 0;
+        st.pending_bytes = 0;
     }
 }
 
@@ -151,9 +155,9 @@ pub fn queue(limits: QueueLimits) -> (ClientQueue, QueueReader) {
         state: Mutex::new(State {
             queue: VecDeque::new(),
             receiver_gone: false,
+            pending: 0,
+            pending_bytes: 0,
         }),
-        pending: AtomicUsize::new(0),
-        pending_bytes: AtomicUsize::new(0),
         senders: AtomicUsize::new(1),
         limits,
         evicted: AtomicBool::new(false),
@@ -166,6 +170,8 @@ pub fn queue(limits: QueueLimits) -> (ClientQueue, QueueReader) {
         QueueReader {
             shared,
             batch: VecDeque::new(),
+            handed_out: 0,
+            handed_out_bytes: 0,
         },
     )
 }
@@ -183,18 +189,14 @@ impl ClientQueue {
             if st.receiver_gone {
                 return Err(SendError::Closed);
             }
-            let shared = &self.shared;
-            let (pending, bytes) = (
-                shared.pending.load(Ordering::Acquire),
-                shared.pending_bytes.load(Ordering::Acquire),
-            );
-            if pending >= limits.messages || (cost > 0 && bytes + cost > limits.bytes) {
+            if st.pending >= limits.messages || (cost > 0 && st.pending_bytes + cost > limits.bytes)
+            {
                 return Err(SendError::Full);
             }
             let was_empty = st.queue.is_empty();
             st.queue.push_back(frame);
-            shared.pending.fetch_add(1, Ordering::AcqRel);
-            shared.pending_bytes.fetch_add(cost, Ordering::AcqRel);
+            st.pending += 1;
+            st.pending_bytes += cost;
             was_empty
         };
         // The stream takes everything queued each time it runs, so only a message that
@@ -217,8 +219,8 @@ impl ClientQueue {
         {
             let mut st = self.shared.lock();
             st.queue = VecDeque::new();
-            self.shared.pending.store(0, Ordering::Release);
-            self.shared.pending_bytes.store(0, Ordering::Release);
+            st.pending = 0;
+            st.pending_bytes = 0;
         }
         self.shared.waker.wake();
     }
@@ -235,7 +237,7 @@ impl ClientQueue {
 
     /// Payload bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.shared.pending_bytes.load(Ordering::Acquire)
+        self.shared.lock().pending_bytes
     }
 
     /// Whether two handles feed the same client.
@@ -249,19 +251,11 @@ impl ClientQueue {
 const IDLE_BATCH_CAPACITY: usize = 8;
 
 impl QueueReader {
-    /// Counts a frame out of the queue's bounds as it is handed over to be encoded.
-    fn written(&self, frame: OutFrame) -> OutFrame {
-        let _ = self
-            .shared
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        let cost = frame.cost();
-        let _ = self
-            .shared
-            .pending_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_sub(cost))
-            });
+    /// Notes a frame handed over to be encoded; it leaves the queue's bounds when the
+    /// reader next takes the lock.
+    fn written(&mut self, frame: OutFrame) -> OutFrame {
+        self.handed_out += 1;
+        self.handed_out_bytes += frame.cost();
         frame
     }
 
@@ -289,8 +283,12 @@ impl QueueReader {
         let senders = self.shared.senders.load(Ordering::Acquire);
         {
             let mut st = self.shared.lock();
+            st.pending = st.pending.saturating_sub(self.handed_out);
+            st.pending_bytes = st.pending_bytes.saturating_sub(self.handed_out_bytes);
             std::mem::swap(&mut st.queue, &mut self.batch);
         }
+        self.handed_out = 0;
+        self.handed_out_bytes = 0;
         if let Some(frame) = self.batch.pop_front() {
             return Poll::Ready(Some(self.written(frame)));
         }
@@ -362,12 +360,18 @@ mod tests {
         });
         out.try_send(text(4)).unwrap();
         out.try_send(text(4)).unwrap();
-        // The reader takes both into its batch and hands out the first.
+        // The reader takes both into its batch and hands out both: until it comes back for
+        // more (the batch is written), they still count.
         assert!(matches!(reader.poll_frame(&mut cx), Poll::Ready(Some(_))));
-        // One 4-byte frame is still waiting to be written: 4 + 4 more fit, 4 + 7 do not.
-        assert_eq!(out.queued_bytes(), 4);
-        assert_eq!(out.try_send(text(7)), Err(SendError::Full));
-        out.try_send(text(6)).unwrap();
+        assert!(matches!(reader.poll_frame(&mut cx), Poll::Ready(Some(_))));
+        assert_eq!(out.queued_bytes(), 8);
+        assert_eq!(out.try_send(text(3)), Err(SendError::Full));
+        out.try_send(text(2)).unwrap();
+        // Back for more: the two written frames leave the bounds, the new one is taken.
+        assert!(matches!(reader.poll_frame(&mut cx), Poll::Ready(Some(_))));
+        assert_eq!(out.queued_bytes(), 2);
+        assert_eq!(out.try_send(text(8)), Ok(()));
+        assert_eq!(out.try_send(text(1)), Err(SendError::Full));
     }
 
     #[test]
