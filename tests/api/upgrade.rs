@@ -103,33 +103,33 @@ async fn frames_sent_together_with_the_handshake_are_answered() {
     assert_eq!(second, "Echo: second");
 }
 
+/// Sends a WebSocket handshake for `path` and reads the answer to the end: the head, and
+/// the body up to the server's close.
+async fn answer_then_close(port: u16, path: &str, extra: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(handshake(path, port, extra).as_bytes())
+        .await
+        .unwrap();
+    let (head, rest) = read_head(&mut stream).await;
+    let body = read_to_close(&mut stream, rest).await;
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
 #[actix_rt::test]
 async fn an_upgrade_that_is_not_accepted_gets_the_routes_answer_then_a_close() {
     let app = spawn_app_with(&[("WS_ALLOWED_ORIGINS", "https://chat.example")]).await;
 
     // A route that is not a WebSocket: its usual answer, then the connection closes.
-    let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    stream
-        .write_all(handshake("/healthz", app.port, "").as_bytes())
-        .await
-        .unwrap();
-    let (head, rest) = read_head(&mut stream).await;
+    let (head, body) = answer_then_close(app.port, "/healthz", "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let body = read_to_close(&mut stream, rest).await;
-    let body = String::from_utf8_lossy(&body);
     assert!(body.contains("\"status\""), "{body}");
 
     // A WebSocket from an origin that is not allowed: 403 with the JSON error, then closed.
-    let mut stream = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    stream
-        .write_all(handshake("/ws/json", app.port, "Origin: https://evil.example\r\n").as_bytes())
-        .await
-        .unwrap();
-    let (head, rest) = read_head(&mut stream).await;
+    let evil = "Origin: https://evil.example\r\n";
+    let (head, body) = answer_then_close(app.port, "/ws/json", evil).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
-    let body = read_to_close(&mut stream, rest).await;
-    let body = String::from_utf8_lossy(&body);
     assert!(body.contains("WS_ALLOWED_ORIGINS"), "{body}");
 
     // The server goes on serving.
