@@ -93,6 +93,10 @@ impl ShutdownHandle {
     /// Runs the shutdown; returns when the HTTP server has stopped.
     pub async fn shutdown(&self) {
         log::info!("shutdown: closing realtime connections");
+        // No new connections, and no new WebSockets from handshakes already under way, so
+        // every WebSocket the wait below counts is one `CloseAll` reaches.
+        self.server.pause().await;
+        self.upgraded.close();
         let ws = self.realtime.broker.send(CloseAll).await.unwrap_or(0);
         let sse = self.realtime.feed.send(CloseFeeds).await.unwrap_or(0);
         self.job_events.close();

@@ -25,7 +25,7 @@ mod connection;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_codec::{Framed, FramedParts};
@@ -49,6 +49,8 @@ pub use connection::{
 pub struct Upgraded {
     live: AtomicUsize,
     max: usize,
+    /// Set when the server shuts down: no more sockets are taken.
+    closing: AtomicBool,
     none_left: tokio::sync::Notify,
 }
 
@@ -58,6 +60,7 @@ impl Upgraded {
         Arc::new(Self {
             live: AtomicUsize::new(0),
             max,
+            closing: AtomicBool::new(false),
             none_left: tokio::sync::Notify::new(),
         })
     }
@@ -67,8 +70,16 @@ impl Upgraded {
         self.live.load(Ordering::Acquire)
     }
 
-    /// Counts one more connection, unless `max` are open.
+    /// Takes no more connections (upgrades are answered 503 from now on).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Counts one more connection, unless `max` are open or the server is shutting down.
     fn enter(self: &Arc<Self>) -> Option<Ticket> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
@@ -291,6 +302,12 @@ async fn write_response(
     body: BoxBody,
 ) -> Result<(), ()> {
     let size = body.size();
+    let mut head = head;
+    if matches!(size, BodySize::Stream) {
+        // The codec of an upgrade request sends a streamed body as it comes; the body ends
+        // where the connection does.
+        head.head_mut().no_chunking(true);
+    }
     framed
         .send(Message::Item((head, size)))
         .await
@@ -336,5 +353,10 @@ mod tests {
             "the wait ends when the last one closes"
         );
         assert_eq!(upgraded.live(), 0);
+        upgraded.close();
+        assert!(
+            upgraded.enter().is_none(),
+            "none once the server shuts down"
+        );
     }
 }

@@ -125,6 +125,13 @@ async fn an_upgrade_that_is_not_accepted_gets_the_routes_answer_then_a_close() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("\"status\""), "{body}");
 
+    // A streamed answer: sent as it comes, not announced as chunked, ended by the close.
+    let (head, body) = answer_then_close(app.port, "/sse?count=2&interval_ms=1", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    assert!(body.starts_with("event: message"), "{body}");
+    assert!(body.contains("Message 1"), "{body}");
+
     // A WebSocket from an origin that is not allowed: 403 with the JSON error, then closed.
     let evil = "Origin: https://evil.example\r\n";
     let (head, body) = answer_then_close(app.port, "/ws/json", evil).await;

@@ -50,6 +50,8 @@ impl Stream for WsBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // Polled again: the previous chunk is written.
+        this.inbox.settle();
         if this.done {
             return match this.close_deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
                 // The client did not close the connection in time: an error makes the
@@ -183,6 +185,8 @@ impl Stream for SseBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // Polled again: the previous chunk is written.
+        this.inbox.settle();
         if this.done {
             return Poll::Ready(None);
         }

@@ -259,6 +259,21 @@ impl QueueReader {
         frame
     }
 
+    /// Takes the frames handed out since the last look out of the queue's bounds: the
+    /// body calls it when it is polled for its next chunk, that is once the previous chunk
+    /// is written, so a batch larger than one chunk is let go chunk by chunk.
+    fn settle(&mut self) {
+        if self.handed_out == 0 {
+            return;
+        }
+        let mut st = self.shared.lock();
+        st.pending = st.pending.saturating_sub(self.handed_out);
+        st.pending_bytes = st.pending_bytes.saturating_sub(self.handed_out_bytes);
+        drop(st);
+        self.handed_out = 0;
+        self.handed_out_bytes = 0;
+    }
+
     /// Whether the queue's client was evicted as too slow.
     fn evicted(&self) -> bool {
         self.shared.evicted.load(Ordering::Relaxed)
@@ -372,6 +387,9 @@ mod tests {
         assert_eq!(out.queued_bytes(), 2);
         assert_eq!(out.try_send(text(8)), Ok(()));
         assert_eq!(out.try_send(text(1)), Err(SendError::Full));
+        // Its chunk written, the body settles before it looks for more.
+        reader.settle();
+        assert_eq!(out.queued_bytes(), 8);
     }
 
     #[test]
