@@ -2,7 +2,8 @@
 # Soak: many WebSocket clients in many rooms for a long time on one embedded node, steady
 # publishing, and every minute a tenth of the clients leaving and coming back with `since`
 # (bench/loadgen soak). Every SAMPLE_SECS the server's resident memory, open file
-# descriptors, courier_ws_connections and broker mailbox depth are sampled into a CSV, and
+# descriptors, courier_ws_connections, broker mailbox depth and the history held
+# (courier_history_bytes) are sampled into a CSV, and
 # gnuplot draws them into a PNG next to it (bench/results/).
 #
 #   bench/soak.sh [CLIENTS] [ROOMS] [RATE] [SECONDS]    # default 10000 1000 200 600
@@ -46,14 +47,14 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null &&
 metric() { # metric NAME -> value from /metrics
     curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'
 }
-sample() { # one CSV line: seconds, RSS KiB, fds, connections, mailbox
+sample() { # one CSV line: seconds, RSS KiB, fds, connections, mailbox, history bytes
     local rss fds
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
     fds=$(ls "/proc/$pid/fd" | wc -l)
-    echo "$1,$rss,$fds,$(metric courier_ws_connections),$(metric courier_broker_mailbox_depth)"
+    echo "$1,$rss,$fds,$(metric courier_ws_connections),$(metric courier_broker_mailbox_depth),$(metric courier_history_bytes)"
 }
 
-echo "seconds,rss_kib,fds,ws_connections,broker_mailbox" >"$csv"
+echo "seconds,rss_kib,fds,ws_connections,broker_mailbox,history_bytes" >"$csv"
 "$loadgen" soak --url "ws://127.0.0.1:$port" --clients "$clients" --rooms "$rooms" \
     --rate "$rate" --duration "$duration" >"$out/soak.txt" 2>&1 &
 lg=$!
@@ -79,6 +80,7 @@ set y2label "open fds / connections"
 set y2tics
 set key bottom right
 plot "$csv" using 1:(\$2/1024) skip 1 with lines title "RSS (MiB)", \
+     "$csv" using 1:(\$6/1048576) skip 1 with lines title "courier_history_bytes (MiB)", \
      "$csv" using 1:3 skip 1 axes x1y2 with lines title "open fds", \
      "$csv" using 1:4 skip 1 axes x1y2 with lines title "courier_ws_connections"
 unset y2label
