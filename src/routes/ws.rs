@@ -309,3 +309,48 @@ pub async fn ws_json(
         Err(e) => refuse(&req, &state, CloseCode::Policy, &truncate(&e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+    use actix_web::{HttpMessage as _, ResponseError as _};
+    use courier_actors::client_queue::QueueLimits;
+
+    use super::*;
+
+    fn handshake_through(hand_off: &HandOff) -> HttpRequest {
+        let req = TestRequest::get()
+            .uri("/ws")
+            .insert_header((header::UPGRADE, "websocket"))
+            .insert_header((header::CONNECTION, "Upgrade"))
+            .insert_header((header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ=="))
+            .insert_header((header::SEC_WEBSOCKET_VERSION, "13"))
+            .to_http_request();
+        req.extensions_mut().insert(hand_off.clone());
+        req
+    }
+
+    fn outbound() -> WsBody {
+        let limits = QueueLimits {
+            messages: 8,
+            bytes: 1024,
+        };
+        WsBody::new(queue(limits).1)
+    }
+
+    #[actix_rt::test]
+    async fn a_server_holding_its_most_websockets_answers_503_and_takes_nothing() {
+        let full = HandOff::new(true);
+        let refused = upgrade(&handshake_through(&full), outbound(), None).unwrap_err();
+        assert_eq!(refused.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!full.accepted());
+
+        let room = HandOff::new(false);
+        let accepted = upgrade(&handshake_through(&room), outbound(), None).unwrap();
+        assert_eq!(accepted.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(
+            room.accepted(),
+            "the socket's halves are left in the hand-off"
+        );
+    }
+}

@@ -130,6 +130,20 @@ pub struct HandOff {
 }
 
 impl HandOff {
+    /// An empty hand-off; `full` when the server holds as many WebSockets as it may.
+    pub(crate) fn new(full: bool) -> Self {
+        Self {
+            accepted: Rc::default(),
+            full,
+        }
+    }
+
+    /// Whether a route accepted the socket.
+    #[cfg(test)]
+    pub(crate) fn accepted(&self) -> bool {
+        self.accepted.borrow().is_some()
+    }
+
     /// The hand-off of `req`, if it came through the upgrade handler.
     pub fn of(req: &HttpRequest) -> Option<HandOff> {
         use actix_web::HttpMessage as _;
@@ -259,10 +273,7 @@ async fn serve(
         return;
     };
     let ticket = upgraded.enter();
-    let hand_off = HandOff {
-        accepted: Rc::default(),
-        full: ticket.is_none(),
-    };
+    let hand_off = HandOff::new(ticket.is_none());
     req.extensions_mut().insert(hand_off.clone());
     let (mut head, body) = app(req).await.into_parts();
     match (hand_off.take(), ticket) {
