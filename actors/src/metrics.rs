@@ -39,6 +39,8 @@ pub struct RealtimeMetrics {
     pub history_bytes: IntGauge,
     /// Rooms whose history was dropped to keep the node's history budget.
     pub history_evictions: IntCounter,
+    /// Idempotency keys this node keeps (embedded mode; with Redis, Redis keeps them).
+    pub idempotency_keys: IntGauge,
     /// Rooms forgotten to make space for new ones (`MAX_ROOMS`).
     pub rooms_forgotten: IntCounter,
 }
@@ -172,6 +174,11 @@ impl RealtimeMetrics {
                 registry,
                 "courier_history_evictions_total",
                 "Rooms whose history was dropped to keep the node's history budget.",
+            ),
+            idempotency_keys: int_gauge(
+                registry,
+                "courier_idempotency_keys",
+                "Idempotency keys kept by this node without Redis (IDEMPOTENCY_MAX_KEYS at most).",
             ),
             rooms_forgotten: int_counter(
                 registry,

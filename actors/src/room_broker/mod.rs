@@ -139,7 +139,11 @@ impl RoomBroker {
         let durable = match (&bus, db) {
             (None, Some(db)) => Some(Durable::new(
                 db,
-                Idempotency::new(config.idempotency_window, config.idempotency_max_keys),
+                Idempotency::new(
+                    config.idempotency_window,
+                    config.idempotency_max_keys,
+                    metrics.idempotency_keys.clone(),
+                ),
             )),
             _ => None,
         };
