@@ -380,9 +380,9 @@ settings! {
     ROOM_HISTORY_SIZE: int(1, 1_000_000), Some("1000"),
         "events kept per room for replay (in Redis: the stream cap)";
     ROOM_HISTORY_MAX_BYTES: int(1024, 1 << 30), Some("4194304"),
-        "bytes of events kept per room in memory";
+        "memory the events kept per room may hold: their JSON and 88 bytes each for keeping it";
     HISTORY_MAX_BYTES: int(1 << 20, 1 << 40), Some("134217728"),
-        "bytes of room history one node keeps in all; past it the history of the rooms quiet the longest is dropped";
+        "memory of room history one node keeps in all (counted as ROOM_HISTORY_MAX_BYTES counts it); past it the history of the rooms quiet the longest is dropped";
     MAX_ROOMS: int(1, 10_000_000), Some("10000"),
         "rooms one node holds at most; a room without subscribers or events is let go at once, and a full node forgets its quietest room without subscribers";
     ROOM_IDLE_SECS: secs(1, 30 * 86_400), Some("3600"),

@@ -17,6 +17,13 @@ use crate::client_queue::ClientQueue;
 use crate::protocol::{EventFrame, MemberView, RoomEvent};
 use crate::redis_bus::BusEvent;
 
+/// What keeping one event costs besides its JSON: its slot in the room's history queue, the
+/// allocator's header on the JSON's buffer, and the buffer's shared reference count (made
+/// when the event is first sent to a client). The history's byte bounds
+/// (`ROOM_HISTORY_MAX_BYTES`, `HISTORY_MAX_BYTES`, `courier_history_bytes`) count it, so they
+/// bound the memory the history holds and not only its text.
+pub(super) const EVENT_OVERHEAD_BYTES: usize = std::mem::size_of::<StoredEvent>() + 48;
+
 /// One event kept in a room's history.
 pub(super) struct StoredEvent {
     pub(super) seq: u64,
@@ -27,7 +34,7 @@ pub(super) struct StoredEvent {
 impl StoredEvent {
     /// What the event costs to keep.
     pub(super) fn size(&self) -> usize {
-        self.json.len()
+        self.json.len() + EVENT_OVERHEAD_BYTES
     }
 
     /// The event, serialised.
@@ -41,11 +48,13 @@ impl StoredEvent {
             data: &event.data,
             ts: &event.ts,
         };
+        let mut json = serde_json::to_string(&frame).expect("event serialises");
+        // The serialiser grows its buffer by doubling: without this a kept event could
+        // hold up to twice its length.
+        json.shrink_to_fit();
         Self {
             seq: event.seq,
-            json: serde_json::to_string(&frame)
-                .expect("event serialises")
-                .into(),
+            json: json.into(),
         }
     }
 
@@ -294,6 +303,24 @@ mod tests {
         }
         let kept: Vec<u64> = room.history.iter().map(|e| e.seq).collect();
         assert_eq!(kept, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn an_event_costs_its_json_and_its_overhead_and_holds_no_spare_capacity() {
+        let ev = event(1, &format!(r#""{}""#, "x".repeat(300)));
+        assert_eq!(ev.size(), ev.json.len() + EVENT_OVERHEAD_BYTES);
+        // The only reference to the buffer: the vector gets it back as it was allocated.
+        let vec = Vec::from(ev.json.into_bytes());
+        assert_eq!(
+            vec.capacity(),
+            vec.len(),
+            "serialised into {} bytes",
+            vec.capacity()
+        );
+        assert_eq!(
+            EVENT_OVERHEAD_BYTES, 88,
+            "ROOM_HISTORY_MAX_BYTES's description names this figure"
+        );
     }
 
     #[test]
