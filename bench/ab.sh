@@ -4,6 +4,11 @@
 #
 #   bench/ab.sh A_BINARY B_BINARY [ROUNDS]
 #   ONLY=http bench/ab.sh ...     # only the wrk runs (ONLY=fanout: only the fan-out runs)
+#   ONLY=mem bench/ab.sh ...      # only memory per connection: 10,000 idle WebSockets
+#                                 # (loadgen idle) and 10,000 SSE streams (loadgen sse)
+#   ONLY=tails bench/ab.sh ...    # only the high-rate fan-out: 1,000 clients at 2,500 msg/s
+#                                 # (2.5 M deliveries/s) and 10,000 clients at 100 msg/s
+#   ACCESS_LOG=1 bench/ab.sh ...  # the wrk runs with the access log on (LOG_LEVEL=info)
 #
 # A is the reference (e.g. a release build of the commit before a change), B the build under
 # test. Each round runs, on loopback, with a fresh server and data directory per run:
@@ -20,7 +25,7 @@
 # cargo build --release`). The open-file limit must allow about 2,100 descriptors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n '2,23p' "$0"; exit 2; }
+[ $# -ge 2 ] || { awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 2; }
 a_bin=$(realpath "$1")
 b_bin=$(realpath "$2")
 rounds=${3:-3}
@@ -30,6 +35,10 @@ http="http://127.0.0.1:$port"
 fanout_secs=10
 wrk_secs=10
 step_limit=120 # seconds; a fan-out run bounds itself well within this
+held=10000     # connections held by the memory runs
+hold_secs=20   # how long the memory runs hold them
+log_level=warn
+[ -n "${ACCESS_LOG:-}" ] && log_level=info
 
 command -v wrk >/dev/null || { echo "install wrk: apt-get install -y wrk" >&2; exit 1; }
 [ -x "$loadgen" ] || { echo "no loadgen at $loadgen (see the header of $0)" >&2; exit 1; }
@@ -59,7 +68,7 @@ start_server() { # start_server BINARY
     rm -rf "$out/data"
     mkdir -p "$out/data"
     # APP_CONFIG_DIR: an empty directory, so each build uses its own built-in TOML files.
-    APP_HOST=127.0.0.1 APP_PORT=$port APP_WORKERS=2 LOG_LEVEL=warn APP_DATA_DIR="$out/data" \
+    APP_HOST=127.0.0.1 APP_PORT=$port APP_WORKERS=2 LOG_LEVEL=$log_level APP_DATA_DIR="$out/data" \
         APP_CONFIG_DIR="$out/no-config" "$1" >>"$out/courier.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 300); do
@@ -76,11 +85,12 @@ start_server() { # start_server BINARY
 token=$(APP_CONFIG_DIR="$out/no-config" APP_DATA_DIR="$out" "$b_bin" token --user bench --match 'vip:*' --allow subscribe,publish)
 
 results="$out/results.txt" # label figure value
-fanout() { # fanout LABEL BINARY ROOM PATH
+fanout() { # fanout LABEL BINARY ROOM PATH [CLIENTS RATE]
     start_server "$2"
     local log="$out/fanout.txt"
     timeout -k 5 "$step_limit" "$loadgen" fanout --url "ws://127.0.0.1:$port" --path "$4" \
-        --room "$3" --clients 1000 --rate 1000 --size 100 --duration "$fanout_secs" >"$log" 2>&1 || true
+        --room "$3" --clients "${5:-1000}" --rate "${6:-1000}" --size 100 \
+        --duration "$fanout_secs" >"$log" 2>&1 || true
     local json
     json=$(sed -n 's/^RESULT //p' "$log")
     if [ -z "$json" ]; then
@@ -96,6 +106,28 @@ print(label, "p99_ms", round(r["latency_ms"]["p99"], 2))
 print(label, "loss_pct", round(r["loss_pct"], 3))
 EOF
     tail -n 3 "$results" | sed "s/^/  round $round: /"
+    stop_server
+}
+
+held_kib() { # held_kib LABEL BINARY ws|sse: server RSS per connection held
+    start_server "$2"
+    local log="$out/held.txt" args
+    if [ "$3" = ws ]; then
+        args=(idle --url "ws://127.0.0.1:$port" --connections "$held")
+    else
+        args=(sse --url "$http/sse/heartbeat" --subscribers "$held")
+    fi
+    timeout -k 5 "$step_limit" "$loadgen" "${args[@]}" --hold "$hold_secs" --server-pid "$pid" \
+        >"$log" 2>&1 || true
+    local kib
+    kib=$(sed -n 's/^RESULT //p' "$log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rss_per_conn_kib"])' 2>/dev/null || true)
+    if [ -z "$kib" ] || [ "$kib" = None ]; then
+        echo "$1: no result; loadgen said:" >&2
+        tail -n 20 "$log" >&2
+    else
+        echo "$1 kib_per_conn $kib" >>"$results"
+        echo "  round $round: $1 $kib KiB per connection"
+    fi
     stop_server
 }
 
@@ -115,6 +147,20 @@ echo "B: $b_bin"
 echo "$rounds rounds; $(nproc) cores; $(date -u +%FT%TZ)"
 only=${ONLY:-}
 for round in $(seq 1 "$rounds"); do
+    if [ "$only" = mem ]; then
+        held_kib "A-idle-ws" "$a_bin" ws
+        held_kib "B-idle-ws" "$b_bin" ws
+        held_kib "A-idle-sse" "$a_bin" sse
+        held_kib "B-idle-sse" "$b_bin" sse
+        continue
+    fi
+    if [ "$only" = tails ]; then
+        fanout "A-2.5M" "$a_bin" bench /ws/json 1000 2500
+        fanout "B-2.5M" "$b_bin" bench /ws/json 1000 2500
+        fanout "A-10k" "$a_bin" bench /ws/json 10000 100
+        fanout "B-10k" "$b_bin" bench /ws/json 10000 100
+        continue
+    fi
     if [ "$only" != http ]; then
         fanout "A-open" "$a_bin" bench /ws/json
         fanout "B-open" "$b_bin" bench /ws/json
@@ -150,6 +196,12 @@ for figure in ("deliveries_per_s", "p99_ms", "loss_pct"):
     show("A-open", figure)
     show("B-open", figure, ("A-open", figure))
     show("B-capability", figure, ("B-open", figure))
+    for load in ("2.5M", "10k"):
+        show(f"A-{load}", figure)
+        show(f"B-{load}", figure, (f"A-{load}", figure))
+for kind in ("ws", "sse"):
+    show(f"A-idle-{kind}", "kib_per_conn")
+    show(f"B-idle-{kind}", "kib_per_conn", (f"A-idle-{kind}", "kib_per_conn"))
 for route in ("healthz", "async"):
     show(f"A-{route}", "req_per_s")
     show(f"B-{route}", "req_per_s", (f"A-{route}", "req_per_s"))
