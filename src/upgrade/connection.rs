@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix_http::error::PayloadError;
 use actix_rt::net::TcpStream;
 use bytes::{Buf, Bytes};
-use courier_actors::client_queue::WsBody;
+use courier_actors::client_queue::{WsBody, CLOSE_HANDSHAKE_TIMEOUT};
 use futures_util::Stream;
 
 /// Largest read from the socket at once (a buffer on the stack while the read runs).
@@ -147,6 +147,9 @@ pub struct Connection {
     outbound: WsBody,
     /// The part of the current outbound chunk not yet written.
     pending: Bytes,
+    /// Set when the server is done with a client whose socket takes no more: the
+    /// connection is dropped when it fires unless the write goes on first.
+    stalled: Option<Pin<Box<actix_rt::time::Sleep>>>,
     state: State,
 }
 
@@ -167,6 +170,7 @@ impl Connection {
             inbound,
             outbound,
             pending: Bytes::new(),
+            stalled: None,
             state: State::Open,
         }
     }
@@ -177,7 +181,23 @@ impl Connection {
         loop {
             if !self.pending.is_empty() {
                 match self.io.poll_write_ready(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    // The socket takes nothing. Once the client is evicted or its session has
+                    // ended, nothing but the client's reading would end this wait (the body's
+                    // close deadline is not polled while the write is blocked), so it is
+                    // bounded here: the same grace as a closing handshake, then the
+                    // connection is dropped. Without it only the kernel's
+                    // TCP_USER_TIMEOUT (which may be off) would free the socket.
+                    Poll::Pending => {
+                        if self.outbound.poll_abandoned(cx) {
+                            let wait = self.stalled.get_or_insert_with(|| {
+                                Box::pin(actix_rt::time::sleep(CLOSE_HANDSHAKE_TIMEOUT))
+                            });
+                            if wait.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(false);
+                            }
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Err(_)) => return Poll::Ready(false),
                     Poll::Ready(Ok(())) => match self.io.try_write(&self.pending) {
                         Ok(n) => self.pending.advance(n),
@@ -334,5 +354,48 @@ mod tests {
         sender.send(Bytes::from_static(b"lost"));
         assert!(sender.ready(&mut cx));
         assert!(sender.0.borrow().chunk.is_none());
+    }
+
+    /// A client that stops reading is evicted while the socket takes nothing: the
+    /// connection must still end, without the kernel's TCP_USER_TIMEOUT (not set here).
+    #[actix_rt::test]
+    async fn an_evicted_client_whose_socket_is_full_is_dropped_after_the_grace() {
+        use courier_actors::client_queue::{queue, OutFrame, QueueLimits, SendError};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let io = TcpStream::from_std(server).unwrap();
+
+        let (tx, rx) = queue(QueueLimits {
+            messages: 64,
+            bytes: 256 * 1024,
+        });
+        let connection = actix_rt::spawn(Connection::new(io, None, WsBody::new(rx), None));
+        // The client never reads: the socket's buffers fill, then the queue does.
+        let frame: bytestring::ByteString = "y".repeat(60_000).into();
+        let mut sent = 0usize;
+        loop {
+            match tx.try_send(OutFrame::Text(frame.clone())) {
+                Ok(()) => sent += 1,
+                Err(SendError::Full) => break,
+                Err(SendError::Closed) => panic!("the connection ended before the queue filled"),
+            }
+            assert!(sent < 10_000, "the socket never stopped taking data");
+            actix_rt::task::yield_now().await;
+        }
+        tx.evict();
+        let ended = actix_rt::time::timeout(CLOSE_HANDSHAKE_TIMEOUT * 5, connection).await;
+        assert!(
+            ended.is_ok(),
+            "the connection of an evicted client that does not read was never dropped"
+        );
+        drop(client);
     }
 }

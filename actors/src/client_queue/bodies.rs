@@ -39,6 +39,15 @@ impl WsBody {
         }
     }
 
+    /// Whether the connection is over from the server's side: the client was evicted or its
+    /// session ended (a connection whose write is blocked then stops waiting for the client
+    /// after [`CLOSE_HANDSHAKE_TIMEOUT`]). If not, `cx`'s task is woken when that may have
+    /// changed.
+    pub fn poll_abandoned(&self, cx: &Context<'_>) -> bool {
+        self.inbox.watch(cx);
+        self.inbox.abandoned()
+    }
+
     fn closed(&mut self) {
         self.done = true;
         self.close_deadline = Some(Box::pin(actix_rt::time::sleep(CLOSE_HANDSHAKE_TIMEOUT)));

@@ -279,6 +279,19 @@ impl QueueReader {
         self.shared.evicted.load(Ordering::Relaxed)
     }
 
+    /// Whether nothing more will be sent: the client was evicted, or every sender is gone
+    /// (its session ended). Waiting on a blocked write is then only waiting for a client
+    /// that does not read.
+    fn abandoned(&self) -> bool {
+        self.evicted() || self.shared.senders.load(Ordering::Acquire) == 0
+    }
+
+    /// Wakes `cx`'s task when the client is evicted or the last sender goes (also when a
+    /// frame is queued), without taking anything from the queue.
+    fn watch(&self, cx: &Context<'_>) {
+        self.shared.waker.register(cx.waker());
+    }
+
     /// Polls the next frame; `None` once evicted or every sender is gone.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<OutFrame>> {
         if self.evicted() {
