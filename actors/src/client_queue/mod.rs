@@ -82,6 +82,14 @@ struct State {
     pending_bytes: usize,
 }
 
+impl State {
+    /// Takes frames the reader has handed out (and their bytes) out of the bounds.
+    fn release(&mut self, frames: usize, bytes: usize) {
+        self.pending = self.pending.saturating_sub(frames);
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     senders: AtomicUsize,
@@ -266,12 +274,16 @@ impl QueueReader {
         if self.handed_out == 0 {
             return;
         }
-        let mut st = self.shared.lock();
-        st.pending = st.pending.saturating_sub(self.handed_out);
-        st.pending_bytes = st.pending_bytes.saturating_sub(self.handed_out_bytes);
-        drop(st);
-        self.handed_out = 0;
-        self.handed_out_bytes = 0;
+        let (frames, bytes) = self.take_handed_out();
+        self.shared.lock().release(frames, bytes);
+    }
+
+    /// The frames (and bytes) handed out since the last settlement, counted as settled.
+    fn take_handed_out(&mut self) -> (usize, usize) {
+        (
+            std::mem::take(&mut self.handed_out),
+            std::mem::take(&mut self.handed_out_bytes),
+        )
     }
 
     /// Whether the queue's client was evicted as too slow.
@@ -309,14 +321,12 @@ impl QueueReader {
         // before it went is still taken.
         self.shared.waker.register(cx.waker());
         let senders = self.shared.senders.load(Ordering::Acquire);
+        let (frames, bytes) = self.take_handed_out();
         {
             let mut st = self.shared.lock();
-            st.pending = st.pending.saturating_sub(self.handed_out);
-            st.pending_bytes = st.pending_bytes.saturating_sub(self.handed_out_bytes);
+            st.release(frames, bytes);
             std::mem::swap(&mut st.queue, &mut self.batch);
         }
-        self.handed_out = 0;
-        self.handed_out_bytes = 0;
         if let Some(frame) = self.batch.pop_front() {
             return Poll::Ready(Some(self.written(frame)));
         }

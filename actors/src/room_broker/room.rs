@@ -22,7 +22,15 @@ use crate::redis_bus::BusEvent;
 /// when the event is first sent to a client). The history's byte bounds
 /// (`ROOM_HISTORY_MAX_BYTES`, `HISTORY_MAX_BYTES`, `courier_history_bytes`) count it, so they
 /// bound the memory the history holds and not only its text.
-pub(super) const EVENT_OVERHEAD_BYTES: usize = std::mem::size_of::<StoredEvent>() + 48;
+pub(super) const EVENT_OVERHEAD_BYTES: usize =
+    std::mem::size_of::<StoredEvent>() + MALLOC_HEADER_BYTES + SHARED_REFCOUNT_BYTES;
+
+/// glibc's header on each allocation (here, the event's JSON buffer).
+const MALLOC_HEADER_BYTES: usize = 16;
+
+/// The allocation `bytes` makes for a buffer's shared reference count when it is first
+/// cloned (its 24-byte struct in a 32-byte chunk).
+const SHARED_REFCOUNT_BYTES: usize = 32;
 
 /// One event kept in a room's history.
 pub(super) struct StoredEvent {
